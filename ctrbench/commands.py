@@ -1,0 +1,171 @@
+"""The bodies of the CLI's commands; each takes the composed Hydra config."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from ctrbench.config_checks import check_dataset, check_missing, check_train
+from ctrbench.errors import ConfigError, DataError, UserError
+
+log = logging.getLogger("ctrbench")
+
+
+def _console() -> Console:
+    from rich import get_console
+
+    return get_console()
+
+
+def _run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+# ---- train ----------------------------------------------------------------------------------
+def run_train(cfg: DictConfig) -> dict:
+    from ctrbench.data.store import atomic_write_text
+    from ctrbench.train.loop import Trainer
+
+    check_train(cfg)
+    run_dir = _run_dir()
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    console = _console()
+    trainer = Trainer(cfg, run_dir, console=console)
+    trainer.setup()
+    log.info(
+        f"{cfg.model.name} on {cfg.dataset.name}: {len(trainer.train_batches.user):,} training samples, "
+        f"{trainer.total_steps:,} steps of {cfg.trainer.batch_size} on {trainer.device}; run folder {run_dir}"
+    )
+    metrics = trainer.fit()
+    console.print(results_table(metrics))
+    console.print(f"run folder: {run_dir}")
+    return metrics
+
+
+def results_table(m: dict) -> Table:
+    t = Table(title=f"{m['model']} · act={m['act']} · reg={m['reg']} · {m['dataset']} · seed {m['seed']}")
+    for col in ("split", "AUC", "GAUC", "logloss", "note"):
+        t.add_column(col)
+    vb = m.get("valid_best")
+    if vb:
+        label = "valid (best)" if m["selection"] == "valid" else f"{m['selection']} (best)"
+        t.add_row(label, _fmt(vb["auc"]), _fmt(vb["gauc"]), _fmt(vb["logloss"]), f"step {vb['step']}")
+    test = m["test"]
+    t.add_row(
+        "[bold]test[/bold]", _fmt(test["auc"]), f"[bold]{_fmt(test['gauc'])}[/bold]", _fmt(test["logloss"]),
+        f"{test['gauc_users']:,} users ({test['gauc_skipped_users']:,} single-class skipped)",
+    )
+    if m.get("oracle"):
+        o = m["oracle"]["test"]
+        t.add_row("test oracle", _fmt(o["auc"]), _fmt(o["gauc"]), _fmt(o["logloss"]), "Bayes-optimal ceiling")
+    t.caption = (
+        f"{m['train_samples_per_s']:,.0f} train samples/s · {m['eval_samples_per_s']:,.0f} eval samples/s · "
+        f"peak memory {m['peak_memory_mb']:,.0f} MB · {m['steps']:,} steps · selection: {m['selection']}"
+    )
+    return t
+
+
+# ---- prepare --------------------------------------------------------------------------------
+def run_prepare(cfg: DictConfig) -> Path:
+    from ctrbench.data.prepare import prepare
+    from ctrbench.data.store import read_manifest
+
+    check_dataset(cfg)
+    path, built = prepare(cfg.dataset, cfg.paths.data_dir, force=bool(cfg.force))
+    m = read_manifest(path)
+    console = _console()
+    t = Table(title=f"dataset {m['name']} ({'built now' if built else 'cached'}): {path}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    v = m["vocab"]
+    t.add_row("users / items / categories", f"{v['n_users'] - 1:,} / {v['n_items'] - 1:,} / {v['n_cates'] - 1:,}")
+    t.add_row("behaviours", f"{m['rows']['behaviours']:,}")
+    for s in ("train", "valid", "test"):
+        t.add_row(f"{s} samples", f"{m['rows'][s]:,}")
+    st = m.get("stats", {})
+    if st:
+        b = st["behaviours_per_user"]
+        t.add_row("behaviours per user p50 / p90 / max", f"{b['p50']:.0f} / {b['p90']:.0f} / {b['max']:.0f}")
+        t.add_row("positive rate train / valid / test", " / ".join(_fmt(st["positive_rate"][s]) for s in ("train", "valid", "test")))
+    if m.get("oracle"):
+        for s in ("valid", "test"):
+            o = m["oracle"].get(s)
+            if o:
+                t.add_row(f"oracle {s} AUC / GAUC", f"{o['auc']:.4f} / {o['gauc']:.4f}")
+    console.print(t)
+    return path
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+def run_evaluate(cfg: DictConfig) -> dict:
+    import torch
+
+    from ctrbench.data.batches import Batcher
+    from ctrbench.data.prepare import load_dataset
+    from ctrbench.data.store import atomic_write_text
+    from ctrbench.train import checkpoint
+    from ctrbench.train.evaluate import evaluate
+    from ctrbench.train.loop import build_model, build_regularizer, resolve_device
+
+    check_missing(cfg)
+    if not cfg.run_dir:
+        raise ConfigError("no run folder given: expected `ctrbench evaluate RUN_DIR [split=test]`")
+    run = Path(cfg.run_dir)
+    if not run.is_dir():
+        raise DataError(f"run folder '{run}' does not exist")
+    for needed in ("config.yaml", "best.pt"):
+        if not (run / needed).exists():
+            raise DataError(f"'{run}' has no {needed}: expected a run folder written by `ctrbench train`")
+    if cfg.split not in ("train", "valid", "test"):
+        raise ConfigError(f"split={cfg.split!r}: expected train, valid or test")
+    run_cfg = OmegaConf.load(run / "config.yaml")
+    device = resolve_device(cfg.device)
+    ds = load_dataset(run_cfg.dataset, cfg.paths.data_dir)
+    model = build_model(run_cfg.model, run_cfg.act, ds.vocab).to(device)
+    state = checkpoint.load(run / "best.pt", map_location=device)
+    model.load_state_dict(state["model"])
+    reg = build_regularizer(run_cfg.reg)
+    reg.setup(model, ds)
+    batcher = Batcher(ds, cfg.split, int(cfg.batch_size), int(run_cfg.dataset.max_len))
+    metrics, secs = evaluate(model, batcher, device, cfg.gauc_weighting, reg)
+    metrics["eval_samples_per_s"] = round(batcher.n / max(secs, 1e-9), 1)
+    metrics["checkpoint_step"] = state.get("step")
+    atomic_write_text(run / f"eval_{cfg.split}.json", json.dumps(metrics, indent=2))
+    t = Table(title=f"{run} · {cfg.split} split · checkpoint step {state.get('step')}")
+    for col in ("AUC", "GAUC", "logloss", "samples", "GAUC users"):
+        t.add_column(col)
+    t.add_row(_fmt(metrics["auc"]), _fmt(metrics["gauc"]), _fmt(metrics["logloss"]), f"{metrics['n']:,}", f"{metrics['gauc_users']:,}")
+    _console().print(t)
+    return metrics
+
+
+# ---- table ----------------------------------------------------------------------------------
+def run_table(cfg: DictConfig):
+    from ctrbench.report.collect import find_runs
+    from ctrbench.report.table import build_table, write_table
+
+    check_missing(cfg)
+    paths = list(cfg.paths or [])
+    if not paths:
+        raise UserError("no run folder given: expected `ctrbench table PATH [PATH ...]` (a run or multirun folder)")
+    table = build_table(find_runs(paths))
+    _console().print(table.to_rich())
+    for note in table.notes:
+        _console().print(f"note: {note}")
+    fmt = cfg.format
+    if fmt not in ("rich", None):
+        out = cfg.output or f"results.{'md' if fmt == 'markdown' else fmt}"
+        write_table(table, fmt, out)
+        _console().print(f"wrote {out}")
+    return table

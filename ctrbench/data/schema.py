@@ -1,0 +1,115 @@
+"""The data contract every stage shares: vocabulary sizes, behaviour streams, sample tables, Batch.
+
+Ids are dense integers from 1 in every id space (user, item, category); 0 is padding / unknown.
+
+A processed dataset stores each user's time-ordered behaviour stream once, in CSR layout
+(``offsets`` into flat ``item`` / ``cate`` / ``time`` arrays). A sample is a row
+``(user, item, cate, label, hist_end)``: its history is the first ``hist_end`` behaviours of that
+user's stream, of which a model sees the most recent ``max_len``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "valid", "test")
+SAMPLE_COLUMNS = ("user", "item", "cate", "label", "hist_end")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Sizes of the id spaces, *including* the padding id 0 (so a table has ``n_items`` rows)."""
+
+    n_users: int
+    n_items: int
+    n_cates: int
+
+
+@dataclass
+class Streams:
+    """Per-user behaviour streams in CSR layout; user u's behaviours are ``[offsets[u], offsets[u+1])``.
+
+    ``offsets`` has ``n_users + 1`` entries (row 0 is the padding user, with an empty stream).
+    """
+
+    offsets: np.ndarray  # int64 [n_users + 1]
+    item: np.ndarray  # int64 [n_behaviours]
+    cate: np.ndarray  # int64 [n_behaviours]
+    time: np.ndarray  # int64 [n_behaviours]
+
+    @property
+    def n_behaviours(self) -> int:
+        return int(self.item.shape[0])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass
+class Samples:
+    """One split's sample table (columns of equal length). ``score`` is optional: the known click
+    probability of a synthetic sample (its Bayes-optimal score), absent for real data."""
+
+    user: np.ndarray
+    item: np.ndarray
+    cate: np.ndarray
+    label: np.ndarray
+    hist_end: np.ndarray
+    score: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        out = {c: getattr(self, c) for c in SAMPLE_COLUMNS}
+        if self.score is not None:
+            out["score"] = self.score
+        return out
+
+    def take(self, index: np.ndarray) -> "Samples":
+        return Samples(
+            **{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index]) for f in fields(self)}
+        )
+
+
+@dataclass
+class ProcessedDataset:
+    """A prepared dataset held in memory: what ``load`` returns and the ``Batcher`` reads."""
+
+    name: str
+    vocab: Vocab
+    streams: Streams
+    item_cate: np.ndarray  # int64 [n_items]: category of each item id (0 for padding)
+    splits: dict[str, Samples]
+    manifest: dict = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """What every model consumes. Histories are padded to the longest in the batch (``L``);
+    padded positions hold id 0 and ``hist_mask`` False."""
+
+    user: torch.Tensor  # int64 [B]
+    item: torch.Tensor  # int64 [B]
+    cate: torch.Tensor  # int64 [B]
+    label: torch.Tensor  # float32 [B]
+    hist_item: torch.Tensor  # int64 [B, L]
+    hist_cate: torch.Tensor  # int64 [B, L]
+    hist_mask: torch.Tensor  # bool [B, L]
+    hist_len: torch.Tensor  # int64 [B]
+    neg_hist_item: torch.Tensor | None = None  # int64 [B, L], DIEN's auxiliary negatives
+    neg_hist_cate: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(
+            **{
+                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=non_blocking))
+                for f in fields(self)
+            }
+        )

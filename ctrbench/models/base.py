@@ -1,0 +1,25 @@
+"""What every model shares: the output type and a builder from config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B], before the sigmoid
+    aux_loss: torch.Tensor | None = None  # added to the loss with the model's own weight (DIEN)
+
+
+class CTRModel(nn.Module):
+    """Base class: ``forward(batch) -> ModelOutput``; ``embedding_tables()`` for regularizers."""
+
+    def embedding_tables(self) -> list[nn.Embedding]:
+        return [m for m in self.modules() if isinstance(m, nn.Embedding)]
+
+    def variant(self) -> dict:
+        """Switches that make this run differ from another (recorded in metrics.json)."""
+        return {}

@@ -1,0 +1,57 @@
+"""DIN: Deep Interest Network, DIN paper §4.3 and Fig. 2 (right).
+
+BaseModel with the sum pooling replaced by the local activation unit (Eq. 3): the user's interest
+representation is computed *for the candidate*, as a weighted sum of the behaviours, each weighted
+by its relevance to the candidate:
+
+    e_t   = [E_item(t); E_cate(t)]                           candidate (query)
+    e_j   = [E_item(h_j); E_cate(h_j)]                       behaviours (keys = values)
+    w_j   = a(e_j, e_t)                                      activation unit, Eq. (3)
+    v_U   = sum_j w_j e_j                                    no softmax by default (§4.3)
+    logit = MLP([e_t, v_U (, e_user)])
+
+Switches (recorded in metrics.json): ``attention_inputs`` (``qk_diff_prod`` as the authors' code,
+or ``outer``, the paper's out product) and ``attention_softmax`` (false as the paper; true as the code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ctrbench.data.schema import Batch, Vocab
+from ctrbench.models.base import CTRModel, ModelOutput
+from ctrbench.nn.activations import ActFactory
+from ctrbench.nn.attention import LocalActivationUnit
+from ctrbench.nn.layers import MLP, ItemEmbeddings
+
+
+class DIN(CTRModel):
+    def __init__(
+        self,
+        vocab: Vocab,
+        act: ActFactory,
+        embedding_dim: int = 18,
+        mlp: Sequence[int] = (200, 80),
+        attention_hidden: Sequence[int] = (80, 40),
+        attention_inputs: str = "qk_diff_prod",
+        attention_softmax: bool = False,
+        use_user: bool = False,
+    ) -> None:
+        super().__init__()
+        self.emb = ItemEmbeddings(vocab, embedding_dim, use_user)
+        D = self.emb.item_dim
+        self.attention = LocalActivationUnit(D, list(attention_hidden), act, attention_inputs, attention_softmax)
+        self.mlp = MLP(2 * D + (embedding_dim if use_user else 0), list(mlp), act)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        e_t = self.emb.target(batch)  # [B, D]
+        e_h = self.emb.history(batch)  # [B, L, D], zero at padding
+        w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
+        v_u = torch.einsum("bl,bld->bd", w, e_h)
+        x = torch.cat([e_t, v_u, *self.emb.profile(batch)], dim=-1)
+        return ModelOutput(logits=self.mlp(x).squeeze(-1))
+
+    def variant(self) -> dict:
+        return {"attention_inputs": self.attention.inputs, "attention_softmax": self.attention.softmax}

@@ -1,0 +1,85 @@
+"""The Batcher: padding to the batch's longest history, masks, max_len truncation, bucketing."""
+
+import numpy as np
+import pytest
+import torch
+
+from ctrbench.data.batches import Batcher
+from ctrbench.data.schema import ProcessedDataset, Samples, Streams, Vocab
+from ctrbench.errors import ConfigError
+
+
+def hand_dataset():
+    # user 1: items 11..15; user 2: items 21..23
+    offsets = np.array([0, 0, 5, 8])
+    item = np.array([11, 12, 13, 14, 15, 21, 22, 23])
+    streams = Streams(offsets, item, item // 10, np.arange(8))
+    s = Samples(
+        user=np.array([1, 2, 1, 2]), item=np.array([15, 23, 14, 22]), cate=np.array([1, 2, 1, 2]),
+        label=np.array([1, 1, 0, 0], np.float32), hist_end=np.array([4, 2, 3, 1]),
+    )
+    item_cate = np.arange(30) // 10
+    return ProcessedDataset("hand", Vocab(3, 30, 3), streams, item_cate, {"train": s, "valid": s.take(np.arange(0)), "test": s})
+
+
+def test_histories_padding_and_mask():
+    b = Batcher(hand_dataset(), "train", batch_size=4, max_len=10)
+    batch = b.gather(torch.arange(4))
+    assert batch.hist_item.tolist() == [[11, 12, 13, 14], [21, 22, 0, 0], [11, 12, 13, 0], [21, 0, 0, 0]]
+    assert batch.hist_cate.tolist() == [[1, 1, 1, 1], [2, 2, 0, 0], [1, 1, 1, 0], [2, 0, 0, 0]]
+    assert batch.hist_mask.tolist() == [[True] * 4, [True, True, False, False], [True] * 3 + [False], [True] + [False] * 3]
+    assert batch.hist_len.tolist() == [4, 2, 3, 1]
+    # padded only to the longest history of *this* batch
+    assert b.gather(torch.tensor([1, 3])).hist_item.shape == (2, 2)
+
+
+def test_max_len_keeps_the_most_recent_behaviours():
+    b = Batcher(hand_dataset(), "train", batch_size=4, max_len=2)
+    batch = b.gather(torch.arange(4))
+    assert batch.hist_item.tolist() == [[13, 14], [21, 22], [12, 13], [21, 0]]
+
+
+def test_every_sample_once_per_epoch_and_bucketing_reduces_padding():
+    rng = np.random.default_rng(0)
+    n_users, per = 200, 30
+    lengths = rng.integers(3, per, n_users)
+    offsets = np.concatenate([[0, 0], np.cumsum(lengths)])
+    item = rng.integers(1, 100, offsets[-1])
+    streams = Streams(offsets, item, item % 5, np.arange(offsets[-1]))
+    users = np.repeat(np.arange(1, n_users + 1), 2)
+    hist_end = np.minimum(rng.integers(1, per, len(users)), lengths[users - 1])
+    s = Samples(users, rng.integers(1, 100, len(users)), np.zeros(len(users), int), np.zeros(len(users), np.float32), hist_end)
+    ds = ProcessedDataset("r", Vocab(n_users + 1, 100, 5), streams, np.arange(100) % 5, {"train": s})
+
+    def padding(bucket):
+        b = Batcher(ds, "train", 16, 50, shuffle=True, bucket=bucket, seed=1)
+        seen, cells, real = [], 0, 0
+        for idx, batch in b:
+            seen.append(idx)
+            cells += batch.hist_mask.numel()
+            real += int(batch.hist_mask.sum())
+        seen = torch.cat(seen).sort().values
+        assert seen.tolist() == list(range(len(s)))
+        return 1 - real / cells
+
+    assert padding(bucket=10) < padding(bucket=0)
+
+
+def test_shuffle_depends_on_seed_and_epoch_only():
+    ds = hand_dataset()
+    a = Batcher(ds, "train", 2, 10, shuffle=True, seed=3)
+    b = Batcher(ds, "train", 2, 10, shuffle=True, seed=3)
+    assert torch.equal(a.order(), b.order())
+    a.set_epoch(1)
+    orders = {tuple(a.order().tolist())}
+    for e in range(2, 8):
+        a.set_epoch(e)
+        orders.add(tuple(a.order().tolist()))
+    assert len(orders) > 1
+
+
+@pytest.mark.parametrize("kw, match", [({"batch_size": -1}, "batch size"), ({"max_len": 0}, "max_len"), ({"batch_size": 0}, "batch size")])
+def test_bad_batcher_args(kw, match):
+    args = {"batch_size": 4, "max_len": 5, **kw}
+    with pytest.raises(ConfigError, match=match):
+        Batcher(hand_dataset(), "train", **args)
