@@ -56,11 +56,12 @@ def config_groups() -> dict[str, list[str]]:
 
 def print_help() -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     console.print("[bold]ctrbench[/bold] — reproduce and compare click-through-rate models (DIN / DIEN papers)\n")
-    console.print("usage: ctrbench <command> [key=value ...] [-m] [--cfg job] [--help]\n")
+    console.print(escape("usage: ctrbench <command> [key=value ...] [-m] [--cfg job] [--help]\n"))
     t = Table(title="commands", show_header=False, box=None, padding=(0, 2))
     for name, text in COMMANDS.items():
         t.add_row(f"[bold]{name}[/bold]", text)
@@ -72,17 +73,17 @@ def print_help() -> None:
     g.add_column("default")
     for group, options in config_groups().items():
         shown = f"+{group}" if group not in defaults else group
-        g.add_row(shown, ", ".join(options), defaults.get(group, "(none; add with +%s=...)" % group))
+        g.add_row(shown, ", ".join(options), escape(defaults.get(group, f"(none; add with +{group}=...)")))
     console.print()
     console.print(g)
-    console.print(
+    console.print(escape(
         "\nexamples:\n"
         "  ctrbench train                                  DIN on the built-in synthetic data\n"
         "  ctrbench train model=base trainer.max_epochs=5\n"
         "  ctrbench train -m model=lr,base,din seed=1,2,3\n"
         "  ctrbench table outputs/multirun/<date_time>\n"
         "  ctrbench train --help                           a command's own config and overrides"
-    )
+    ), soft_wrap=True)
 
 
 def _train_defaults() -> dict[str, str]:

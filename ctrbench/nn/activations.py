@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ActFactory = Callable[[int], nn.Module]
@@ -18,8 +19,9 @@ ActFactory = Callable[[int], nn.Module]
 class PReLU(nn.Module):
     """DIN paper Eq. (8): f(s) = s if s > 0 else alpha * s, with one learnable alpha per hidden unit.
 
-    Written as ``relu(s) - alpha * relu(-s)`` (equal to Eq. 8) so that it applies to the last
-    dimension of inputs of any rank ([B, H] in the MLP, [B, L, H] in the attention unit).
+    Applies to the last dimension of inputs of any rank ([B, H] in the MLP, [B, L, H] in the
+    attention unit), through torch's fused PReLU kernel on a 2-D view (several times faster on CPU
+    than composing it from element-wise ops).
     """
 
     def __init__(self, num_features: int, init: float = 0.1) -> None:
@@ -27,7 +29,7 @@ class PReLU(nn.Module):
         self.alpha = nn.Parameter(torch.full((num_features,), float(init)))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return torch.relu(s) - self.alpha * torch.relu(-s)
+        return F.prelu(s.reshape(-1, s.shape[-1]), self.alpha).reshape(s.shape)
 
     def extra_repr(self) -> str:
         return f"num_features={self.alpha.numel()}"
