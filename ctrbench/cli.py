@@ -13,6 +13,7 @@ traceback, and exit with status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        os.environ["COLUMNS"] = "140"  # rich tables and logs unwrapped when piped or logged
     if command not in COMMANDS:
         sys.stderr.write(f"ctrbench: error: unknown command {command!r}: expected one of {', '.join(COMMANDS)}\n")
         return 2

@@ -110,6 +110,9 @@ def write(
             **extra,
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
+        if target.exists() and not (target / MANIFEST).exists():
+            # An incomplete folder (no manifest) is never trusted: replace it.
+            shutil.rmtree(target, ignore_errors=True)
         try:
             os.rename(tmp, target)
         except OSError:

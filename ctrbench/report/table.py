@@ -89,7 +89,7 @@ class ResultTable:
         return cells
 
     def _header(self) -> list[str]:
-        h = ["dataset", "model", "act", "reg", "seeds", "AUC", "GAUC", "logloss", "RelaImpr (GAUC)"]
+        h = ["dataset", "model", "act", "reg", "seeds", "AUC", "GAUC", "logloss", "RelaImpr"]
         return h + (["failed/missing"] if self._show_failures() else [])
 
     def to_markdown(self) -> str:
@@ -103,19 +103,30 @@ class ResultTable:
     def to_rich(self):
         from rich.table import Table
 
-        t = Table(title="ctrbench results")
-        for h in self._header():
-            t.add_column(h, justify="left" if h in ("dataset", "model", "act", "reg") else "right")
+        datasets = sorted({r.dataset for r in self.rows})
+        one = len(datasets) == 1
+        title = f"ctrbench results · {datasets[0]}" if one else "ctrbench results"
+        t = Table(title=title)
+        header = self._header()
+        skip = {0} if one else set()
+        for i, h in enumerate(header):
+            if i in skip:
+                continue
+            t.add_column(h, justify="left" if h in ("dataset", "model", "act", "reg") else "right", no_wrap=True)
         best = {}
         for r in self.rows:
             g = r.mean.get("gauc")
             if not r.is_oracle and g is not None and not math.isnan(g):
                 best[r.dataset] = max(best.get(r.dataset, -1.0), g)
         for r in self.rows:
-            cells = self._cells(r)
+            cells = [c.replace(" ± ", "±") for c in self._cells(r)]
             if not r.is_oracle and r.mean.get("gauc") is not None and r.mean.get("gauc") == best.get(r.dataset):
                 cells[6] = f"[bold]{cells[6]}[/bold]"
-            t.add_row(*cells, style="dim" if r.is_oracle else None)
+            if r.is_oracle:
+                cells[1] = "oracle"
+            t.add_row(*[c for i, c in enumerate(cells) if i not in skip], style="dim" if r.is_oracle else None)
+        if any(r.is_oracle for r in self.rows):
+            t.caption = "oracle: the Bayes-optimal score (the data's known click probability), a ceiling no model beats in expectation"
         return t
 
 
