@@ -39,7 +39,6 @@ def sample_uniform_negatives(
     whole stream. Vectorised rejection sampling: redraw only the rejected entries each round."""
     if n_items < 2:
         raise DataError(f"cannot sample negatives from a vocabulary of {n_items - 1} items")
-    lengths = streams.lengths()
     # A user whose stream covers (almost) every item cannot get a negative.
     distinct = _distinct_items_per_user(streams)
     if np.any(distinct[users] >= n_items - 1):
@@ -59,7 +58,6 @@ def sample_uniform_negatives(
         if todo.size == 0:
             return out
         out[todo] = rng.integers(1, n_items, size=todo.size, dtype=np.int64)
-    del lengths
     raise DataError("negative sampling did not finish: histories cover nearly all items")
 
 
