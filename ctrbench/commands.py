@@ -34,7 +34,7 @@ def _fmt(v) -> str:
 
 # ---- train ----------------------------------------------------------------------------------
 def run_train(cfg: DictConfig) -> dict:
-    from ctrbench.data.store import atomic_write_text
+    from ctrbench.atomic import atomic_write_text
     from ctrbench.train.loop import Trainer
 
     check_train(cfg)
@@ -113,7 +113,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
 
     from ctrbench.data.batches import Batcher
     from ctrbench.data.prepare import load_dataset
-    from ctrbench.data.store import atomic_write_text
+    from ctrbench.atomic import atomic_write_text
     from ctrbench.train import checkpoint
     from ctrbench.train.evaluate import evaluate
     from ctrbench.train.loop import build_model, build_regularizer, resolve_device

@@ -8,14 +8,13 @@ The base row with the same act and reg is preferred, then act=prelu reg=none, th
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ctrbench.atomic import atomic_write_text
 from ctrbench.errors import UserError
 from ctrbench.metrics import rela_impr
 from ctrbench.report.collect import RunRecord
@@ -200,12 +199,5 @@ def write_table(table: ResultTable, fmt: str, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = table.to_markdown() if fmt == "markdown" else table.to_csv()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ctrbench.atomic import atomic_path
 
 
 def rng_state() -> dict:
@@ -22,16 +22,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(path: str | Path, payload: dict) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """``torch.save`` atomically: to a temporary file beside ``path``, then renamed into place."""
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -30,10 +30,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import ctrbench
+from ctrbench.atomic import atomic_path, atomic_write_text
 from ctrbench.data.batches import Batcher
 from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset, Vocab
-from ctrbench.data.store import atomic_write_text
 from ctrbench.errors import ConfigError, TrainingDiverged
 from ctrbench.models.base import CTRModel
 from ctrbench.train import checkpoint
@@ -255,13 +255,11 @@ class Trainer:
     def write_history(self) -> None:
         rows = self.progress.history
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        path = self.run_dir / "history.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(path)
+        with atomic_path(self.run_dir / "history.csv") as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(rows)
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> dict:
