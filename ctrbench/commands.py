@@ -136,7 +136,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
     state = checkpoint.load(run / "best.pt", map_location=device)
     model.load_state_dict(state["model"])
     reg = build_regularizer(run_cfg.reg)
-    reg.setup(model, ds)
+    reg.setup(model, ds, int(run_cfg.dataset.max_len))
     batcher = Batcher(ds, cfg.split, int(cfg.batch_size), int(run_cfg.dataset.max_len))
     metrics, secs = evaluate(model, batcher, device, cfg.gauc_weighting, reg)
     metrics["eval_samples_per_s"] = round(batcher.n / max(secs, 1e-9), 1)

@@ -34,13 +34,17 @@ def test_defaults():
         assert OmegaConf.select(cfg, key, throw_on_missing=True) is not None or key == "trainer.max_steps"
 
 
-@pytest.mark.parametrize("combo", list(itertools.product(*[GROUPS[g] for g in TRAIN_GROUPS])), ids=lambda c: "-".join(c))
-def test_every_train_combination_composes_and_passes_checks(combo):
-    overrides = [f"{g}={o}" for g, o in zip(TRAIN_GROUPS, combo)]
-    for extra in ([], ["+debug=fast"]):
-        cfg = _compose("train", overrides + extra)
-        check_train(cfg)
-        OmegaConf.to_container(cfg, resolve=True)
+def test_every_train_combination_composes_and_passes_checks():
+    """Every model x act x reg combination, and every option of the other groups, with and without
+    the fast preset (one Hydra initialisation, so the whole sweep takes seconds)."""
+    combos = [[f"model={m}", f"act={a}", f"reg={r}"] for m, a, r in itertools.product(GROUPS["model"], GROUPS["act"], GROUPS["reg"])]
+    combos += [[f"{g}={o}"] for g in ("dataset", "device", "optim") for o in GROUPS[g]]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for overrides in combos:
+            for extra in ([], ["+debug=fast"]):
+                cfg = compose(config_name="train", overrides=overrides + extra)
+                check_train(cfg)
+                OmegaConf.to_container(cfg, resolve=True)
 
 
 @pytest.mark.parametrize("name", ["prepare", "evaluate", "table"])

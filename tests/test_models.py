@@ -15,24 +15,45 @@ from conftest import CONF
 
 MODELS = ["lr", "base", "din"]
 VARIANTS = {
-    "din_outer_softmax": ("din", {"attention_inputs": "outer", "attention_softmax": True}),
-    "base_mean": ("base", {"pooling": "mean"}),
-    "din_user": ("din", {"use_user": True}),
+    "din_outer_softmax": ("din", {"attention_inputs": "outer", "attention_softmax": True}, "prelu"),
+    "base_mean": ("base", {"pooling": "mean"}, "prelu"),
+    "din_user": ("din", {"use_user": True}, "prelu"),
+    "din_dice": ("din", {}, "dice"),
+    "base_dice": ("base", {}, "dice"),
+    "din_dice_not_in_attention": ("din", {}, "dice-no-att"),
 }
 
 
-def make(name, tiny_dataset, **overrides):
+def make(name, tiny_dataset, act="prelu", **overrides):
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
     for k, v in overrides.items():
         cfg[k] = v
+    act_cfg = OmegaConf.load(CONF / "act" / f"{act.split('-')[0]}.yaml")
+    if act.endswith("no-att"):
+        act_cfg.in_attention = False
     torch.manual_seed(0)
-    return build_model(cfg, OmegaConf.load(CONF / "act" / "prelu.yaml"), tiny_dataset.vocab)
+    model = build_model(cfg, act_cfg, tiny_dataset.vocab)
+    if act.startswith("dice"):  # give the moving averages some data, so eval mode is non-trivial
+        b = Batcher(tiny_dataset, "train", 128, 20, shuffle=True, seed=1)
+        with torch.no_grad():
+            for _, batch in b:
+                model.train()(batch)
+    return model
 
 
 def all_models(tiny_dataset):
     out = {m: make(m, tiny_dataset) for m in MODELS}
-    out.update({k: make(m, tiny_dataset, **kw) for k, (m, kw) in VARIANTS.items()})
+    out.update({k: make(m, tiny_dataset, act, **kw) for k, (m, kw, act) in VARIANTS.items()})
     return out
+
+
+def test_in_attention_switch(tiny_dataset):
+    from ctrbench.nn.activations import Dice
+
+    on = make("din", tiny_dataset, "dice")
+    off = make("din", tiny_dataset, "dice-no-att")
+    assert isinstance(on.attention.first_act, Dice) and isinstance(on.mlp.acts[0], Dice)
+    assert isinstance(off.attention.first_act, PReLU) and isinstance(off.mlp.acts[0], Dice)
 
 
 def pad_more(batch: Batch, extra: int) -> Batch:
@@ -67,12 +88,14 @@ def test_trains_and_loss_falls(name, tiny_dataset):
 
 @pytest.mark.parametrize("name", MODELS + list(VARIANTS))
 def test_padding_never_changes_the_output(name, tiny_dataset):
-    model = all_models(tiny_dataset)[name].eval()
+    model = all_models(tiny_dataset)[name]
     batch = Batcher(tiny_dataset, "test", 64, 20).gather(torch.arange(64))
-    with torch.no_grad():
-        a = model(batch).logits
-        b = model(pad_more(batch, 7)).logits
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for mode in ("eval", "train"):  # in training too: Dice's batch statistics skip padding
+        model.train(mode == "train")
+        with torch.no_grad():
+            a = model(batch).logits
+            b = model(pad_more(batch, 7)).logits
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS + list(VARIANTS))

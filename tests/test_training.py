@@ -68,3 +68,18 @@ def test_unknown_selection(tmp_path):
 def test_every_model_trains_through_the_loop(tmp_path, tiny_dataset, model):
     m, _, _ = train(tmp_path, model, f"model={model}", dataset=tiny_dataset)
     assert m["status"] == "completed" and 0 <= m["test"]["auc"] <= 1
+
+
+REGS = ["none", "l2", "mba", "dropout", "filter", "difacto"]
+
+
+@pytest.mark.parametrize("act", ["prelu", "dice"])
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("model", ["lr", "base", "din"])
+def test_every_model_reg_act_combination_trains(tmp_path, tiny_dataset, model, reg, act):
+    m, _, _ = train(tmp_path, f"{model}-{reg}-{act}", f"model={model}", f"reg={reg}", f"act={act}",
+                    "trainer.max_steps=6", "trainer.eval_every=3", dataset=tiny_dataset)
+    assert m["status"] == "completed" and m["reg"] == reg and m["act"] == act
+    assert m["variant"]["regularizer"]["name"] == reg and m["variant"]["activation"]["name"] == act
+    if reg in ("l2", "mba", "difacto"):
+        assert "lam" in m["variant"]["regularizer"]

@@ -38,11 +38,14 @@ class DIN(CTRModel):
         attention_inputs: str = "qk_diff_prod",
         attention_softmax: bool = False,
         use_user: bool = False,
+        attention_act: ActFactory | None = None,
     ) -> None:
         super().__init__()
         self.emb = ItemEmbeddings(vocab, embedding_dim, use_user)
         D = self.emb.item_dim
-        self.attention = LocalActivationUnit(D, list(attention_hidden), act, attention_inputs, attention_softmax)
+        self.attention = LocalActivationUnit(
+            D, list(attention_hidden), attention_act or act, attention_inputs, attention_softmax
+        )
         self.mlp = MLP(2 * D + (embedding_dim if use_user else 0), list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -10,12 +10,12 @@ layers, so the ``act`` config does not apply to it.
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import nn  # noqa: F401
 
 from ctrbench.data.schema import Batch, Vocab
 from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.layers import masked_pool
+from ctrbench.nn.layers import field_embedding, masked_pool
 
 
 class LR(CTRModel):
@@ -24,11 +24,11 @@ class LR(CTRModel):
         if pooling not in ("sum", "mean"):
             raise ValueError(f"model.pooling must be 'sum' or 'mean', got {pooling!r}")
         self.pooling = pooling
-        self.w_item = nn.Embedding(vocab.n_items, 1, padding_idx=0)
-        self.w_cate = nn.Embedding(vocab.n_cates, 1, padding_idx=0)
-        self.u_item = nn.Embedding(vocab.n_items, 1, padding_idx=0)
-        self.u_cate = nn.Embedding(vocab.n_cates, 1, padding_idx=0)
-        self.w_user = nn.Embedding(vocab.n_users, 1, padding_idx=0) if use_user else None
+        self.w_item = field_embedding(vocab.n_items, 1, "item")
+        self.w_cate = field_embedding(vocab.n_cates, 1, "cate")
+        self.u_item = field_embedding(vocab.n_items, 1, "item")
+        self.u_cate = field_embedding(vocab.n_cates, 1, "cate")
+        self.w_user = field_embedding(vocab.n_users, 1, "user") if use_user else None
         for t in self.embedding_tables():
             nn.init.zeros_(t.weight)
         self.bias = nn.Parameter(torch.zeros(1))

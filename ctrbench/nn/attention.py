@@ -66,7 +66,8 @@ class LocalActivationUnit(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention weights w_j [B, L] (0 at padded positions)."""
-        score = self.rest(self.first_act(self.first_layer(q, k))).squeeze(-1)
+        hidden = self.first_act(self.first_layer(q, k), mask)
+        score = self.rest(hidden, mask).squeeze(-1)
         if self.softmax:
             score = score.masked_fill(~mask, float("-inf"))
             w = torch.softmax(score, dim=-1)

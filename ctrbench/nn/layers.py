@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
@@ -12,19 +13,44 @@ from ctrbench.nn.activations import ActFactory
 
 
 class MLP(nn.Module):
-    """Linear -> activation for each hidden width, then a final Linear to ``out_dim`` (no activation)."""
+    """Linear -> activation (-> dropout) for each hidden width, then a final Linear to ``out_dim``.
+
+    ``forward(x, mask)`` hands ``mask`` (the real rows of x[..., :]) to every activation, so that
+    data-dependent activations (Dice) never see padded rows. ``dropout`` (0 by default) is set by
+    a regularizer (``reg=dropout``), not by the model config.
+    """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], act: ActFactory, out_dim: int = 1) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        self.linears = nn.ModuleList()
+        self.acts = nn.ModuleList()
         for width in hidden:
-            layers += [nn.Linear(in_dim, width), act(width)]
+            self.linears.append(nn.Linear(in_dim, width))
+            self.acts.append(act(width))
             in_dim = width
-        layers.append(nn.Linear(in_dim, out_dim))
-        self.net = nn.Sequential(*layers)
+        self.out = nn.Linear(in_dim, out_dim)
+        self.dropout = 0.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for linear, act in zip(self.linears, self.acts):
+            x = act(linear(x), mask)
+            if self.dropout > 0 and self.training:
+                x = F.dropout(x, self.dropout, training=True)
+        return self.out(x)
+
+
+FIELDS = ("item", "cate", "user")
+
+
+def field_embedding(n: int, dim: int, field: str) -> nn.Embedding:
+    """An embedding table (row 0 = padding) tagged with the id field it embeds, so regularizers
+    know which ids of a batch index it (``item``: target and history items; ``cate``: target and
+    history categories; ``user``)."""
+    if field not in FIELDS:
+        raise ValueError(f"unknown id field {field!r}: expected one of {FIELDS}")
+    table = nn.Embedding(n, dim, padding_idx=0)
+    table.field = field
+    return table
 
 
 class ItemEmbeddings(nn.Module):
@@ -37,9 +63,9 @@ class ItemEmbeddings(nn.Module):
     def __init__(self, vocab: Vocab, dim: int, use_user: bool = False) -> None:
         super().__init__()
         self.dim = dim
-        self.item = nn.Embedding(vocab.n_items, dim, padding_idx=0)
-        self.cate = nn.Embedding(vocab.n_cates, dim, padding_idx=0)
-        self.user = nn.Embedding(vocab.n_users, dim, padding_idx=0) if use_user else None
+        self.item = field_embedding(vocab.n_items, dim, "item")
+        self.cate = field_embedding(vocab.n_cates, dim, "cate")
+        self.user = field_embedding(vocab.n_users, dim, "user") if use_user else None
         for table in self.tables():
             nn.init.normal_(table.weight, std=0.05)
             with torch.no_grad():

@@ -13,6 +13,8 @@ with the best checkpoint.
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import json
 import logging
 import math
@@ -36,6 +38,7 @@ from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset, Vocab
 from ctrbench.errors import ConfigError, TrainingDiverged
 from ctrbench.models.base import CTRModel
+from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint
 from ctrbench.train.evaluate import evaluate
 from ctrbench.train.regularizers import Regularizer
@@ -68,13 +71,20 @@ def resolve_device(device_cfg: DictConfig) -> torch.device:
 
 
 def build_model(model_cfg: DictConfig, act_cfg: DictConfig, vocab: Vocab) -> CTRModel:
-    """Instantiate ``model._target_`` with the vocabulary and the activation factory."""
+    """Instantiate ``model._target_`` with the vocabulary and the activation factory.
+
+    With ``act.in_attention=false`` a model's attention MLP keeps PReLU (the paper's baseline
+    activation) while every other hidden layer uses ``act``.
+    """
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
     target = kwargs.pop("_target_")
     kwargs.pop("name", None)
     act_factory = instantiate(act_cfg_without_name(act_cfg))
+    cls = get_class(target)
+    if "attention_act" in inspect.signature(cls.__init__).parameters and not act_cfg.get("in_attention", True):
+        kwargs["attention_act"] = functools.partial(PReLU, init=0.1)
     try:
-        model = get_class(target)(vocab=vocab, act=act_factory, **kwargs)
+        model = cls(vocab=vocab, act=act_factory, **kwargs)
     except TypeError as e:
         raise ConfigError(f"model '{model_cfg.get('name')}' does not accept this config: {e}") from None
     except ValueError as e:
@@ -83,8 +93,10 @@ def build_model(model_cfg: DictConfig, act_cfg: DictConfig, vocab: Vocab) -> CTR
 
 
 def act_cfg_without_name(act_cfg: DictConfig) -> DictConfig:
+    """The config minus the keys that describe it rather than its ``_target_``'s arguments."""
     cfg = OmegaConf.to_container(act_cfg, resolve=True)
-    cfg.pop("name", None)
+    for key in ("name", "in_attention"):
+        cfg.pop(key, None)
     return OmegaConf.create(cfg)
 
 
@@ -163,7 +175,7 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.paths.data_dir)
         self.model = build_model(cfg.model, cfg.act, self.dataset.vocab).to(self.device)
         self.reg = build_regularizer(cfg.reg)
-        self.reg.setup(self.model, self.dataset)
+        self.reg.setup(self.model, self.dataset, int(cfg.dataset.max_len))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = instantiate(act_cfg_without_name(cfg.optim))(params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.schedule))
@@ -332,7 +344,12 @@ class Trainer:
             "epochs": p.epoch,
             "device": str(self.device),
             "threads": torch.get_num_threads(),
-            "variant": {**self.model.variant(), "regularizer": self.reg.describe(), "gauc_weighting": self.weighting},
+            "variant": {
+                **self.model.variant(),
+                "activation": {k: v for k, v in OmegaConf.to_container(cfg.act, resolve=True).items() if k not in ("_target_", "_partial_")},
+                "regularizer": self.reg.describe(),
+                "gauc_weighting": self.weighting,
+            },
             "dataset_dir": self.dataset.manifest.get("name", "") + "-" + self.dataset.manifest.get("config_hash", ""),
             "versions": versions(),
         }
