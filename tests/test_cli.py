@@ -45,7 +45,7 @@ def trained(work) -> Path:
 def test_help_lists_commands_and_group_options(work):
     for args in ([], ["--help"]):
         out = ctrbench(*args, cwd=work).stdout
-        for word in ("train", "prepare", "evaluate", "table", "model", "base, din, lr", "dataset", "synthetic", "prelu", "device", "auto, cpu, cuda", "optim", "adam, sgd", "[key=value ...]"):
+        for word in ("train", "prepare", "evaluate", "table", "model", "base, deepfm, dien, din, lr,", "dataset", "synthetic", "prelu", "device", "auto, cpu, cuda", "optim", "adam, sgd", "[key=value ...]"):
             assert word in out, (args, word)
 
 

@@ -25,6 +25,17 @@ def test_the_groups_the_issue_names_exist():
         assert g in GROUPS and GROUPS[g], g
     assert {"lr", "base", "din"} <= set(GROUPS["model"]) and {"cpu", "cuda", "auto"} <= set(GROUPS["device"])
     assert {"adam", "sgd"} <= set(GROUPS["optim"])
+    assert {"lr", "base", "wdl", "pnn", "deepfm", "din", "dien"} <= set(GROUPS["model"])
+    assert {"prelu", "dice"} <= set(GROUPS["act"]) and {"none", "l2", "mba", "dropout", "filter", "difacto"} <= set(GROUPS["reg"])
+
+
+def test_experiment_presets_set_the_official_code_setups():
+    din = _compose("train", ["+experiment=din_code"])
+    assert (din.act.name, din.optim.name, din.optim.lr, din.trainer.batch_size, din.trainer.grad_clip) == ("sigmoid", "sgd", 1.0, 32, 5.0)
+    assert din.model.embedding_dim == 64 and list(din.model.mlp) == [80, 40] and din.trainer.schedule.every_steps == 336000
+    dien = _compose("train", ["+experiment=dien_code"])
+    assert dien.model.name == "dien" and dien.model.augru_formula == "code" and dien.act.mode == "code"
+    assert dien.trainer.schedule.every_epochs == 1 and dien.trainer.schedule.gamma == 0.5
 
 
 def test_defaults():
@@ -39,6 +50,8 @@ def test_every_train_combination_composes_and_passes_checks():
     the fast preset (one Hydra initialisation, so the whole sweep takes seconds)."""
     combos = [[f"model={m}", f"act={a}", f"reg={r}"] for m, a, r in itertools.product(GROUPS["model"], GROUPS["act"], GROUPS["reg"])]
     combos += [[f"{g}={o}"] for g in ("dataset", "device", "optim") for o in GROUPS[g]]
+    combos += [[f"+experiment={e}"] for e in GROUPS["experiment"]]
+    combos += [["model=dien", f"model.evolution={e}"] for e in ("augru", "agru", "aigru", "gru_att")]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for overrides in combos:
             for extra in ([], ["+debug=fast"]):

@@ -13,7 +13,7 @@ from ctrbench.train.loop import build_model
 
 from conftest import CONF
 
-MODELS = ["lr", "base", "din"]
+MODELS = ["lr", "base", "wdl", "pnn", "deepfm", "din", "dien"]
 VARIANTS = {
     "din_outer_softmax": ("din", {"attention_inputs": "outer", "attention_softmax": True}, "prelu"),
     "base_mean": ("base", {"pooling": "mean"}, "prelu"),
@@ -21,6 +21,13 @@ VARIANTS = {
     "din_dice": ("din", {}, "dice"),
     "base_dice": ("base", {}, "dice"),
     "din_dice_not_in_attention": ("din", {}, "dice-no-att"),
+    "pnn_outer": ("pnn", {"product": "outer"}, "prelu"),
+    "pnn_both": ("pnn", {"product": "both"}, "prelu"),
+    "dien_agru": ("dien", {"evolution": "agru"}, "prelu"),
+    "dien_aigru": ("dien", {"evolution": "aigru"}, "prelu"),
+    "dien_gru_att": ("dien", {"evolution": "gru_att"}, "prelu"),
+    "dien_code": ("dien", {"attention": "mlp", "augru_formula": "code", "aux_net": "mlp", "aux_reduction": "mean"}, "prelu"),
+    "dien_dice": ("dien", {}, "dice"),
 }
 
 
@@ -70,12 +77,15 @@ def pad_more(batch: Batch, extra: int) -> Batch:
 @pytest.mark.parametrize("name", MODELS + list(VARIANTS))
 def test_trains_and_loss_falls(name, tiny_dataset):
     model = all_models(tiny_dataset)[name]
-    b = Batcher(tiny_dataset, "train", 128, 20, shuffle=True, seed=0)
+    b = Batcher(tiny_dataset, "train", 128, 20, shuffle=True, seed=0, negative_history=getattr(model, "needs_negative_history", False))
     _, batch = next(iter(b))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(30):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch).logits, batch.label)
+        out = model(batch)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.label)
+        if out.aux_loss is not None:
+            loss = loss + out.aux_loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -64,7 +64,7 @@ def test_unknown_selection(tmp_path):
         Trainer(cfg_for(tmp_path, "trainer.selection=best_of_test"), tmp_path)
 
 
-@pytest.mark.parametrize("model", ["lr", "base", "din"])
+@pytest.mark.parametrize("model", ["lr", "base", "wdl", "pnn", "deepfm", "din", "dien"])
 def test_every_model_trains_through_the_loop(tmp_path, tiny_dataset, model):
     m, _, _ = train(tmp_path, model, f"model={model}", dataset=tiny_dataset)
     assert m["status"] == "completed" and 0 <= m["test"]["auc"] <= 1
@@ -75,11 +75,22 @@ REGS = ["none", "l2", "mba", "dropout", "filter", "difacto"]
 
 @pytest.mark.parametrize("act", ["prelu", "dice"])
 @pytest.mark.parametrize("reg", REGS)
-@pytest.mark.parametrize("model", ["lr", "base", "din"])
+@pytest.mark.parametrize("model", ["lr", "base", "wdl", "pnn", "deepfm", "din", "dien"])
 def test_every_model_reg_act_combination_trains(tmp_path, tiny_dataset, model, reg, act):
     m, _, _ = train(tmp_path, f"{model}-{reg}-{act}", f"model={model}", f"reg={reg}", f"act={act}",
-                    "trainer.max_steps=6", "trainer.eval_every=3", dataset=tiny_dataset)
+                    "trainer.max_steps=4", "trainer.eval_every=2", dataset=tiny_dataset)
     assert m["status"] == "completed" and m["reg"] == reg and m["act"] == act
     assert m["variant"]["regularizer"]["name"] == reg and m["variant"]["activation"]["name"] == act
     if reg in ("l2", "mba", "difacto"):
         assert "lam" in m["variant"]["regularizer"]
+
+
+def test_lr_schedule_every_epochs():
+    from omegaconf import OmegaConf
+
+    from ctrbench.train.loop import lr_lambda
+
+    f = lr_lambda(OmegaConf.create({"type": "step", "gamma": 0.5, "every_steps": 7, "every_epochs": 2}), steps_per_epoch=10)
+    assert [f(0), f(19), f(20), f(45)] == [1.0, 1.0, 0.5, 0.25]
+    g = lr_lambda(OmegaConf.create({"type": "exponential", "gamma": 0.1, "every_steps": 100}), steps_per_epoch=10)
+    assert g(50) == pytest.approx(0.1**0.5)

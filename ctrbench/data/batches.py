@@ -34,6 +34,7 @@ class Batcher:
         bucket: int = 0,
         seed: int = 0,
         drop_last: bool = False,
+        negative_history: bool = False,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -50,6 +51,9 @@ class Batcher:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.negative_history = negative_history
+        self._item_cate = torch.from_numpy(np.array(dataset.item_cate, dtype=np.int64))
+        self._n_items = len(dataset.item_cate)
         st = dataset.streams
         self._offsets = torch.from_numpy(np.ascontiguousarray(st.offsets, dtype=np.int64))
         # Flat streams with one trailing 0 so that padded positions can gather a harmless index.
@@ -105,16 +109,34 @@ class Batcher:
         j = torch.arange(L)
         mask = j[None, :] < hist_len[:, None]
         pos = torch.where(mask, self.hist_start[idx][:, None] + j[None, :], self._pad)
+        hist_item = self._s_item[pos]
+        neg_item = neg_cate = None
+        if self.negative_history:
+            neg_item, neg_cate = self.negative_behaviours(hist_item, mask)
         return Batch(
             user=self.user[idx],
             item=self.item[idx],
             cate=self.cate[idx],
             label=self.label[idx],
-            hist_item=self._s_item[pos],
+            hist_item=hist_item,
             hist_cate=self._s_cate[pos],
             hist_mask=mask,
             hist_len=hist_len,
+            neg_hist_item=neg_item,
+            neg_hist_cate=neg_cate,
         )
+
+    def negative_behaviours(self, hist_item: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DIEN's auxiliary negatives: for every real history position an item drawn uniformly from
+        the vocabulary other than the item at that position (a clash moves to the next id), with its
+        own category; 0 at padded positions. Drawn from torch's global generator (seeded per run)."""
+        if self._n_items < 3:
+            raise ConfigError("DIEN's negative behaviours need at least 2 items in the vocabulary")
+        neg = torch.randint(1, self._n_items, hist_item.shape)
+        clash = neg == hist_item
+        neg = torch.where(clash, neg % (self._n_items - 1) + 1, neg)
+        neg = neg * mask
+        return neg, self._item_cate[neg]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Batch]]:
         for idx in self.batches():

@@ -106,10 +106,14 @@ def build_regularizer(reg_cfg: DictConfig) -> Regularizer:
     return instantiate(cfg)
 
 
-def lr_lambda(schedule: DictConfig):
+def lr_lambda(schedule: DictConfig, steps_per_epoch: int):
+    """The learning-rate factor at a step: ``none``, or ``exponential`` / ``step`` decay by ``gamma``
+    every ``every_steps`` steps (or every ``every_epochs`` epochs, when that is set)."""
     kind = schedule.get("type", "none")
     gamma = float(schedule.get("gamma", 1.0))
     every = int(schedule.get("every_steps", 1) or 1)
+    if schedule.get("every_epochs"):
+        every = int(schedule.every_epochs) * max(steps_per_epoch, 1)
     if kind == "none":
         return lambda step: 1.0
     if kind == "exponential":
@@ -178,11 +182,12 @@ class Trainer:
         self.reg.setup(self.model, self.dataset, int(cfg.dataset.max_len))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = instantiate(act_cfg_without_name(cfg.optim))(params)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.schedule))
         max_len = int(cfg.dataset.max_len)
         self.train_batches = Batcher(
-            self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed)
+            self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
+            negative_history=bool(getattr(self.model, "needs_negative_history", False)),
         )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.schedule, len(self.train_batches)))
         select_split = {"valid": "valid", "test_as_valid": "test", "last": None}[self.selection]
         if select_split is not None and len(self.dataset.splits[select_split]) == 0:
             raise ConfigError(

@@ -1,0 +1,55 @@
+"""Field embeddings shared by the feature-interaction baselines (Wide&Deep, PNN, DeepFM): the target
+item, the target category, the sum-pooled history items, the sum-pooled history categories (and the
+user when used), each [B, embedding_dim]; plus first-order (one weight per id) terms."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ctrbench.data.schema import Batch, Vocab
+from ctrbench.nn.layers import ItemEmbeddings, field_embedding, masked_pool
+
+
+class FieldEmbeddings(nn.Module):
+    def __init__(self, vocab: Vocab, dim: int, use_user: bool = False) -> None:
+        super().__init__()
+        self.emb = ItemEmbeddings(vocab, dim, use_user)
+        self.n_fields = 4 + (1 if use_user else 0)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """[B, n_fields, dim]"""
+        m = batch.hist_mask
+        f = [
+            self.emb.item(batch.item),
+            self.emb.cate(batch.cate),
+            masked_pool(self.emb.item(batch.hist_item), m, "sum"),
+            masked_pool(self.emb.cate(batch.hist_cate), m, "sum"),
+            *self.emb.profile(batch),
+        ]
+        return torch.stack(f, dim=1)
+
+
+class FirstOrder(nn.Module):
+    """sum of one weight per id: target item, target category, and the mean over real history
+    positions of history-item and history-category weights (+ user), plus a bias."""
+
+    def __init__(self, vocab: Vocab, use_user: bool = False) -> None:
+        super().__init__()
+        self.item = field_embedding(vocab.n_items, 1, "item")
+        self.cate = field_embedding(vocab.n_cates, 1, "cate")
+        self.h_item = field_embedding(vocab.n_items, 1, "item")
+        self.h_cate = field_embedding(vocab.n_cates, 1, "cate")
+        self.user = field_embedding(vocab.n_users, 1, "user") if use_user else None
+        for t in (self.item, self.cate, self.h_item, self.h_cate, self.user):
+            if t is not None:
+                nn.init.zeros_(t.weight)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        z = self.bias + self.item(batch.item).squeeze(-1) + self.cate(batch.cate).squeeze(-1)
+        hist = self.h_item(batch.hist_item) + self.h_cate(batch.hist_cate)
+        z = z + masked_pool(hist, batch.hist_mask, "mean").squeeze(-1)
+        if self.user is not None:
+            z = z + self.user(batch.user).squeeze(-1)
+        return z

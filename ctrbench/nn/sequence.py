@@ -1,0 +1,138 @@
+"""Recurrent layers of DIEN (AAAI 2019): the interest extractor, the attention of Eq. (8), the
+interest-evolving GRUs (AIGRU Eq. 9, AGRU Eq. 10, AUGRU Eqs. 11-12) and the auxiliary loss (Eq. 6).
+
+Histories are post-padded (real positions first). Speed: the input-to-hidden projections of every
+step are one matrix product, and the recurrence steps only to the longest real history of the batch
+(the Batcher pads to it), updating each row only while it has real positions left.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+EVOLUTIONS = ("augru", "agru", "aigru", "gru_att")
+AUGRU_FORMULAS = ("paper", "code")
+
+
+def run_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """torch's fused GRU over post-padded sequences, [B, L, D] -> [B, L, H], 0 at padded positions.
+    Rows with an empty history get all-zero outputs (packing needs length >= 1, so they are run on
+    one padding step and then masked)."""
+    B, L, _ = x.shape
+    packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = gru(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=L)
+    mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
+    return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+def masked_softmax(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the real positions of each row; an empty row gets all-zero weights."""
+    w = torch.softmax(score.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.nan_to_num(w, nan=0.0)
+
+
+class BilinearAttention(nn.Module):
+    """DIEN Eq. (8): a_t = exp(h_t W e_a) / sum_j exp(h_j W e_a), over real positions."""
+
+    def __init__(self, hidden: int, target_dim: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(hidden, target_dim))
+        nn.init.xavier_uniform_(self.W)
+
+    def forward(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        score = torch.einsum("blh,hd,bd->bl", h, self.W, e_a)
+        return masked_softmax(score, mask)
+
+
+class EvolvingGRU(nn.Module):
+    """The interest-evolving layer's attentional GRUs. With the GRU of DIEN Eqs. (2)-(5),
+
+        u_t = sigmoid(W^u i_t + U^u h_{t-1} + b^u)          update gate
+        r_t = sigmoid(W^r i_t + U^r h_{t-1} + b^r)          reset gate
+        c_t = tanh(W^h i_t + r_t * (U^h h_{t-1}) + b^h)     candidate
+        h_t = (1 - u_t) * h_{t-1} + u_t * c_t               (plain GRU)
+
+    the attention score a_t enters as:
+
+    * ``aigru``  (Eq. 9):       the input is scaled, i'_t = a_t * i_t, then a plain GRU;
+    * ``agru``   (Eq. 10):      h'_t = (1 - a_t) * h'_{t-1} + a_t * c_t;
+    * ``augru``  (Eqs. 11-12):  u'_t = a_t * u_t;  h'_t = (1 - u'_t) * h'_{t-1} + u'_t * c_t;
+      ``formula="code"`` is the official code's VecAttGRUCell: its keep gate (1 - u_t) is scaled by
+      (1 - a_t), i.e. u'_t = 1 - (1 - a_t)(1 - u_t): a plain GRU step at a_t = 0 and h'_t = c_t at
+      a_t = 1 (the paper's formula keeps h'_{t-1} at a_t = 0).
+
+    Returns the state after each row's last real position (zeros for an empty history).
+    """
+
+    def __init__(self, input_dim: int, hidden: int, kind: str = "augru", formula: str = "paper") -> None:
+        super().__init__()
+        if kind not in ("augru", "agru", "aigru"):
+            raise ValueError(f"model.evolution must be one of {EVOLUTIONS}, got {kind!r}")
+        if formula not in AUGRU_FORMULAS:
+            raise ValueError(f"model.augru_formula must be one of {AUGRU_FORMULAS}, got {formula!r}")
+        self.kind, self.formula, self.hidden = kind, formula, hidden
+        self.x2h = nn.Linear(input_dim, 3 * hidden)  # W^u, W^r, W^h and the biases
+        self.h2h = nn.Linear(hidden, 3 * hidden, bias=False)  # U^u, U^r, U^h
+
+    def step(self, xp: torch.Tensor, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """One step from the input projection xp [B, 3H], state h [B, H] and attention a [B, 1]."""
+        xu, xr, xh = xp.chunk(3, dim=-1)
+        hu, hr, hh = self.h2h(h).chunk(3, dim=-1)
+        u = torch.sigmoid(xu + hu)
+        r = torch.sigmoid(xr + hr)
+        c = torch.tanh(xh + r * hh)
+        if self.kind == "agru":
+            u = a.expand_as(u)
+        elif self.kind == "augru":
+            u = a * u if self.formula == "paper" else 1.0 - (1.0 - a) * (1.0 - u)
+        return (1.0 - u) * h + u * c
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        if self.kind == "aigru":
+            x = x * a.unsqueeze(-1)
+        xp = self.x2h(x)  # every step's input projection in one matrix product
+        h = x.new_zeros(B, self.hidden)
+        steps = int(mask.sum(dim=1).max()) if B else 0
+        for t in range(steps):
+            h_new = self.step(xp[:, t], h, a[:, t : t + 1])
+            h = torch.where(mask[:, t : t + 1], h_new, h)
+        return h
+
+
+def auxiliary_loss(
+    h: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    mask: torch.Tensor,
+    net: nn.Module | None = None,
+    reduction: str = "paper",
+) -> torch.Tensor:
+    """DIEN Eq. (6): hidden state h_t against the next behaviour e_{t+1} (label 1) and a sampled
+    negative ê_{t+1} (label 0), for every t whose next position is real (padding never counts).
+
+        L_aux = -(1/N) sum_i sum_t [ log s(h_t, e_{t+1}) + log(1 - s(h_t, ê_{t+1})) ]
+
+    s is sigmoid of the inner product (the paper) or of ``net([h_t; e])`` (the official code's MLP).
+    ``reduction="paper"`` sums over t and averages over the N samples, as Eq. (6);
+    ``"mean"`` averages over all real (t, sample) pairs, as the official code (which also counts
+    padded pairs in its denominator; we do not).
+    """
+    h_t, e_pos, e_neg = h[:, :-1], pos[:, 1:], neg[:, 1:]
+    valid = (mask[:, 1:] & mask[:, :-1]).to(h.dtype)
+    if net is None:
+        s_pos, s_neg = (h_t * e_pos).sum(-1), (h_t * e_neg).sum(-1)
+    else:
+        s_pos = net(torch.cat([h_t, e_pos], dim=-1)).squeeze(-1)
+        s_neg = net(torch.cat([h_t, e_neg], dim=-1)).squeeze(-1)
+    per_pair = F.softplus(-s_pos) + F.softplus(s_neg)  # -log sigmoid(s_pos) - log(1 - sigmoid(s_neg))
+    total = (per_pair * valid).sum()
+    if reduction == "paper":
+        return total / max(h.shape[0], 1)
+    if reduction == "mean":
+        return total / valid.sum().clamp(min=1.0)
+    raise ValueError(f"model.aux_reduction must be 'paper' or 'mean', got {reduction!r}")

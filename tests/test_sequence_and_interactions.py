@@ -1,0 +1,126 @@
+"""DIEN's recurrent math and the interaction layers, pinned against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ctrbench.nn.interactions import fm_second_order, inner_products, outer_products
+from ctrbench.nn.sequence import BilinearAttention, EvolvingGRU, auxiliary_loss, masked_softmax, run_gru
+
+
+def sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def one_unit_gru(kind, formula="paper"):
+    """A 1-d GRU with hand-set weights: x2h = [wu, wr, wh] x + [bu, br, bh], h2h = [uu, ur, uh] h."""
+    g = EvolvingGRU(1, 1, kind, formula)
+    with torch.no_grad():
+        g.x2h.weight.copy_(torch.tensor([[0.5], [-0.3], [0.8]]))
+        g.x2h.bias.copy_(torch.tensor([0.1, 0.2, -0.1]))
+        g.h2h.weight.copy_(torch.tensor([[0.4], [0.6], [-0.5]]))
+    return g
+
+
+def hand_step(x, h, a, kind, formula="paper"):
+    u = sig(0.5 * x + 0.1 + 0.4 * h)
+    r = sig(-0.3 * x + 0.2 + 0.6 * h)
+    c = math.tanh(0.8 * x - 0.1 + r * (-0.5 * h))
+    if kind == "agru":
+        u = a
+    elif kind == "augru":
+        u = a * u if formula == "paper" else 1 - (1 - a) * (1 - u)
+    return (1 - u) * h + u * c
+
+
+@pytest.mark.parametrize("kind, formula", [("augru", "paper"), ("augru", "code"), ("agru", "paper"), ("aigru", "paper")])
+def test_one_step_of_each_attentional_gru(kind, formula):
+    g = one_unit_gru(kind, formula)
+    x, h, a = 0.7, 0.3, 0.4
+    xin = x * a if kind == "aigru" else x
+    xp = g.x2h(torch.tensor([[xin]]))
+    got = g.step(xp, torch.tensor([[h]]), torch.tensor([[a]])).item()
+    assert got == pytest.approx(hand_step(xin, h, a, kind, formula), rel=1e-6)
+
+
+def test_plain_gru_step_matches_aigru_without_attention():
+    g = one_unit_gru("aigru")
+    xp = g.x2h(torch.tensor([[0.7]]))
+    got = g.step(xp, torch.tensor([[0.3]]), torch.tensor([[1.0]])).item()
+    assert got == pytest.approx(hand_step(0.7, 0.3, 1.0, "gru"), rel=1e-6)
+
+
+def test_augru_paper_vs_code_at_the_extremes():
+    x, h = 0.7, 0.3
+    assert hand_step(x, h, 0.0, "augru", "paper") == pytest.approx(h)  # a=0 keeps the state
+    assert hand_step(x, h, 0.0, "augru", "code") == pytest.approx(hand_step(x, h, 1.0, "gru"))  # a=0: plain GRU
+    g = one_unit_gru("augru", "code")
+    out = g.step(g.x2h(torch.tensor([[x]])), torch.tensor([[h]]), torch.tensor([[1.0]])).item()
+    r = sig(-0.3 * x + 0.2 + 0.6 * h)
+    assert out == pytest.approx(math.tanh(0.8 * x - 0.1 + r * (-0.5 * h)))  # a=1: h' = candidate
+
+
+def test_evolution_stops_at_each_rows_last_real_position():
+    torch.manual_seed(0)
+    g = EvolvingGRU(3, 4, "augru")
+    x, a = torch.randn(2, 5, 3), torch.rand(2, 5)
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    full = g(x, a, mask)
+    short = g(x[:1, :3], a[:1, :3], mask[:1, :3])
+    torch.testing.assert_close(full[:1], short)
+    assert (g(x, a, torch.zeros(2, 5, dtype=torch.bool)) == 0).all()  # empty history: zero state
+
+
+def test_run_gru_masks_padding_and_handles_empty_rows():
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 4, batch_first=True)
+    x = torch.randn(3, 4, 3)
+    lengths = torch.tensor([2, 4, 0])
+    out = run_gru(gru, x, lengths)
+    ref, _ = gru(x[1:2])
+    torch.testing.assert_close(out[1], ref[0])
+    assert (out[0, 2:] == 0).all() and (out[2] == 0).all()
+
+
+def test_auxiliary_loss_hand_value_and_padding():
+    h = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    pos = torch.tensor([[[9.0, 9.0], [2.0, 0.0], [0.0, 3.0]]])
+    neg = torch.tensor([[[9.0, 9.0], [0.0, 1.0], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True, True]])
+    # pairs: t=0 (h=[1,0]; pos [2,0] -> 2; neg [0,1] -> 0), t=1 (h=[0,1]; pos [0,3] -> 3; neg [1,0] -> 0)
+    nll = lambda s_pos, s_neg: -math.log(sig(s_pos)) - math.log(1 - sig(s_neg))
+    expected = nll(2, 0) + nll(3, 0)
+    assert auxiliary_loss(h, pos, neg, mask).item() == pytest.approx(expected, rel=1e-6)
+    assert auxiliary_loss(h, pos, neg, mask, reduction="mean").item() == pytest.approx(expected / 2, rel=1e-6)
+    # a padded position (and whatever sits there) changes nothing
+    h2 = torch.cat([h, torch.full((1, 1, 2), 7.0)], dim=1)
+    pos2 = torch.cat([pos, torch.full((1, 1, 2), -3.0)], dim=1)
+    neg2 = torch.cat([neg, torch.full((1, 1, 2), 4.0)], dim=1)
+    mask2 = torch.tensor([[True, True, True, False]])
+    assert auxiliary_loss(h2, pos2, neg2, mask2).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bilinear_attention_is_a_masked_softmax():
+    att = BilinearAttention(2, 2)
+    with torch.no_grad():
+        att.W.copy_(torch.eye(2))
+    h = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
+    e = torch.tensor([[1.0, 1.0]])
+    w = att(h, e, torch.tensor([[True, True, False]]))
+    z = math.exp(1) + math.exp(2)
+    assert w[0].tolist() == pytest.approx([math.exp(1) / z, math.exp(2) / z, 0.0])
+    assert (masked_softmax(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool)) == 0).all()
+
+
+def test_fm_inner_and_outer_products():
+    f = torch.tensor([[[1.0, 2.0], [3.0, 0.0], [0.0, -1.0]]])
+    # pairs: (0,1) 3, (0,2) -2, (1,2) 0
+    assert fm_second_order(f).item() == pytest.approx(1.0)
+    assert inner_products(f)[0].tolist() == [3.0, -2.0, 0.0]
+    outer = outer_products(f)[0].reshape(3, 2, 2)
+    assert outer[0].tolist() == [[3.0, 0.0], [6.0, 0.0]]
+    assert outer[2].tolist() == [[0.0, -3.0], [0.0, 0.0]]
