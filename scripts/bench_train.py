@@ -32,6 +32,23 @@ from ctrbench.train.evaluate import predict  # noqa: E402
 from ctrbench.train.loop import Trainer  # noqa: E402
 
 
+def profile_steps(trainer, n: int, warmup: int, shapes: bool = False) -> None:
+    """Profile n training steps (after warmup ones) and print the ops by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batches = []
+    for _, batch in trainer.train_batches:
+        batches.append(batch)
+        if len(batches) >= n + warmup:
+            break
+    for batch in batches[:warmup]:
+        trainer.train_step(batch)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for batch in batches[warmup:]:
+            trainer.train_step(batch)
+    print(prof.key_averages(group_by_input_shape=shapes).table(sort_by="self_cpu_time_total", row_limit=30))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="din")
@@ -49,6 +66,8 @@ def main() -> None:
     ap.add_argument("--bucket", type=int, default=50)
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="instead of timing, profile N training steps with torch.profiler and print the top ops")
     a = ap.parse_args()
 
     overrides = [
@@ -71,6 +90,9 @@ def main() -> None:
 
     trainer.progress = Progress()
     trainer.model.train()
+    if a.profile:
+        profile_steps(trainer, a.profile, a.warmup)
+        return
     steps, samples, timed_samples, timed = 0, 0, 0, 0.0
     epoch = 0
     while steps < a.steps + a.warmup:

@@ -37,21 +37,72 @@ def hand_step(x, h, a, kind, formula="paper"):
     return (1 - u) * h + u * c
 
 
-@pytest.mark.parametrize("kind, formula", [("augru", "paper"), ("augru", "code"), ("agru", "paper"), ("aigru", "paper")])
+def one_step(g, x, h, a):
+    """One step of g's recurrence from state h (x already scaled by a for AIGRU)."""
+    g0, g1 = g.gate_factors(torch.tensor([[a]]), torch.ones(1, 1))
+    return g.step(g.x2h(torch.tensor([[x]])), torch.tensor([[h]]), g0, g1).item()
+
+
+KINDS = [("augru", "paper"), ("augru", "code"), ("agru", "paper"), ("aigru", "paper")]
+
+
+@pytest.mark.parametrize("kind, formula", KINDS)
 def test_one_step_of_each_attentional_gru(kind, formula):
     g = one_unit_gru(kind, formula)
     x, h, a = 0.7, 0.3, 0.4
     xin = x * a if kind == "aigru" else x
-    xp = g.x2h(torch.tensor([[xin]]))
-    got = g.step(xp, torch.tensor([[h]]), torch.tensor([[a]])).item()
-    assert got == pytest.approx(hand_step(xin, h, a, kind, formula), rel=1e-6)
+    assert one_step(g, xin, h, a) == pytest.approx(hand_step(xin, h, a, kind, formula), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind, formula", KINDS)
+@pytest.mark.parametrize("reference", [False, True])
+def test_two_steps_through_forward_match_the_hand_recurrence(kind, formula, reference):
+    g = one_unit_gru(kind, formula)
+    xs, att = [0.7, -1.2], [0.4, 0.9]
+    h = 0.0
+    for x, a in zip(xs, att):
+        h = hand_step(x * a if kind == "aigru" else x, h, a, kind, formula)
+    out = g(torch.tensor([[[xs[0]], [xs[1]], [5.0]]]), torch.tensor([[att[0], att[1], 0.3]]), torch.tensor([[True, True, False]]), reference=reference)
+    assert out.item() == pytest.approx(h, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind, formula", KINDS)
+def test_hand_written_backward_matches_autograd(kind, formula):
+    torch.manual_seed(1)
+    g = EvolvingGRU(3, 4, kind, formula).double()
+    x = torch.randn(5, 6, 3, dtype=torch.double, requires_grad=True)
+    a = torch.rand(5, 6, dtype=torch.double, requires_grad=True)
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 3, 1, 0, 5])[:, None]
+    w = torch.randn(5, 4, dtype=torch.double)
+    grads = []
+    for reference in (False, True):
+        g.zero_grad()
+        x.grad = a.grad = None
+        out = g(x, a, mask, reference=reference)
+        (out * w).sum().backward()
+        grads.append((out.detach(), x.grad.clone(), a.grad.clone(), *(p.grad.clone() for p in g.parameters())))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_scan_gradcheck():
+    from torch.autograd import gradcheck
+
+    from ctrbench.nn.gru_scan import attentional_gru_scan
+
+    torch.manual_seed(0)
+    T, B, H = 4, 3, 2
+    xs = torch.randn(T, B, 3 * H, dtype=torch.double, requires_grad=True)
+    U = torch.randn(3 * H, H, dtype=torch.double, requires_grad=True)
+    for g0, g1 in ((None, True), (True, None), (True, True)):
+        f0 = torch.rand(T, B, 1, dtype=torch.double, requires_grad=True) if g0 else None
+        f1 = torch.rand(T, B, 1, dtype=torch.double, requires_grad=True) if g1 else None
+        assert gradcheck(attentional_gru_scan, (xs, U, f0, f1))
 
 
 def test_plain_gru_step_matches_aigru_without_attention():
     g = one_unit_gru("aigru")
-    xp = g.x2h(torch.tensor([[0.7]]))
-    got = g.step(xp, torch.tensor([[0.3]]), torch.tensor([[1.0]])).item()
-    assert got == pytest.approx(hand_step(0.7, 0.3, 1.0, "gru"), rel=1e-6)
+    assert one_step(g, 0.7, 0.3, 1.0) == pytest.approx(hand_step(0.7, 0.3, 1.0, "gru"), rel=1e-6)
 
 
 def test_augru_paper_vs_code_at_the_extremes():
@@ -59,7 +110,7 @@ def test_augru_paper_vs_code_at_the_extremes():
     assert hand_step(x, h, 0.0, "augru", "paper") == pytest.approx(h)  # a=0 keeps the state
     assert hand_step(x, h, 0.0, "augru", "code") == pytest.approx(hand_step(x, h, 1.0, "gru"))  # a=0: plain GRU
     g = one_unit_gru("augru", "code")
-    out = g.step(g.x2h(torch.tensor([[x]])), torch.tensor([[h]]), torch.tensor([[1.0]])).item()
+    out = one_step(g, x, h, 1.0)
     r = sig(-0.3 * x + 0.2 + 0.6 * h)
     assert out == pytest.approx(math.tanh(0.8 * x - 0.1 + r * (-0.5 * h)))  # a=1: h' = candidate
 
@@ -84,6 +135,10 @@ def test_run_gru_masks_padding_and_handles_empty_rows():
     ref, _ = gru(x[1:2])
     torch.testing.assert_close(out[1], ref[0])
     assert (out[0, 2:] == 0).all() and (out[2] == 0).all()
+    # the unpacked path (little padding) and the packed path (much padding) agree
+    torch.testing.assert_close(run_gru(gru, x, lengths, max_padding=1.0), out)
+    torch.testing.assert_close(run_gru(gru, x, lengths, max_padding=0.0), out)
+    assert run_gru(gru, x[:, :0], torch.zeros(3, dtype=torch.long)).shape == (3, 0, 4)
 
 
 def test_auxiliary_loss_hand_value_and_padding():

@@ -38,6 +38,7 @@ from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset, Vocab
 from ctrbench.errors import ConfigError, TrainingDiverged
 from ctrbench.models.base import CTRModel
+from ctrbench.runtime import tune_malloc
 from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint
 from ctrbench.train.evaluate import evaluate
@@ -59,6 +60,8 @@ def resolve_device(device_cfg: DictConfig) -> torch.device:
     threads = int(device_cfg.get("threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    if device_cfg.get("tune_malloc", True):
+        tune_malloc()
     if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
