@@ -33,6 +33,9 @@ def test_experiment_presets_set_the_official_code_setups():
     din = _compose("train", ["+experiment=din_code"])
     assert (din.act.name, din.optim.name, din.optim.lr, din.trainer.batch_size, din.trainer.grad_clip) == ("sigmoid", "sgd", 1.0, 32, 5.0)
     assert din.model.embedding_dim == 64 and list(din.model.mlp) == [80, 40] and din.trainer.schedule.every_steps == 336000
+    assert din.model.name == "din" and din.model.attention_softmax is True
+    base = _compose("train", ["+experiment=base_code"])
+    assert base.model.name == "base" and base.model.pooling == "mean" and base.optim.name == "sgd" and base.trainer.batch_size == 32
     dien = _compose("train", ["+experiment=dien_code"])
     assert dien.model.name == "dien" and dien.model.augru_formula == "code" and dien.act.mode == "code"
     assert dien.trainer.schedule.every_epochs == 1 and dien.trainer.schedule.gamma == 0.5
