@@ -38,6 +38,7 @@ def test_experiment_presets_set_the_official_code_setups():
     assert base.model.name == "base" and base.model.pooling == "mean" and base.optim.name == "sgd" and base.trainer.batch_size == 32
     dien = _compose("train", ["+experiment=dien_code"])
     assert dien.model.name == "dien" and dien.model.augru_formula == "code" and dien.act.mode == "code"
+    assert dien.model.mlp_inputs == "code"
     assert dien.trainer.schedule.every_epochs == 1 and dien.trainer.schedule.gamma == 0.5
 
 

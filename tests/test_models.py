@@ -26,7 +26,7 @@ VARIANTS = {
     "dien_agru": ("dien", {"evolution": "agru"}, "prelu"),
     "dien_aigru": ("dien", {"evolution": "aigru"}, "prelu"),
     "dien_gru_att": ("dien", {"evolution": "gru_att"}, "prelu"),
-    "dien_code": ("dien", {"attention": "mlp", "augru_formula": "code", "aux_net": "mlp", "aux_reduction": "mean"}, "prelu"),
+    "dien_code": ("dien", {"attention": "mlp", "augru_formula": "code", "aux_net": "mlp", "aux_reduction": "mean", "mlp_inputs": "code"}, "prelu"),
     "dien_dice": ("dien", {}, "dice"),
 }
 
@@ -162,3 +162,12 @@ def test_prelu_is_eq8():
     act = PReLU(3, init=0.25)
     s = torch.tensor([[-2.0, 0.0, 3.0]])
     assert act(s).tolist() == [[-0.5, 0.0, 3.0]]
+
+
+@pytest.mark.parametrize("key,value", [("evolution", "lstm"), ("attention", "dot"), ("aux_net", "big"),
+                                       ("aux_alpha", -1.0), ("mlp_inputs", "both")])
+def test_dien_rejects_unknown_switches(tiny_dataset, key, value):
+    from ctrbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"model 'dien': model.{key}"):
+        make("dien", tiny_dataset, **{key: value})

@@ -5,7 +5,7 @@
     L_aux    = Eq. (6) on (h_t, e_{t+1}, ê_{t+1})              ê: the Batcher's negative behaviours
     a_t      = softmax_t(h_t W e_a)                           attention to the target e_a, Eq. (8)
     h'_T     = AUGRU(h_1..h_T; a)                             interest evolving layer, Eqs. (11)-(12)
-    logit    = MLP([e_a, sum_j e_j, h'_T (, e_user)])
+    logit    = MLP([e_a, sum_j e_j, h'_T (, e_user)])            (mlp_inputs=code adds e_a * sum_j e_j)
     L        = L_target + alpha * L_aux                       Eq. (7)
 
 Switches (recorded in metrics.json): ``evolution`` = augru (default) | agru (Eq. 10) | aigru (Eq. 9) |
@@ -13,7 +13,8 @@ gru_att (a second plain GRU, then attention pooling: the paper's "two layer GRU 
 ``attention`` = bilinear (Eq. 8) | mlp (the official code's [q, k, q-k, q*k] MLP with softmax);
 ``augru_formula`` = paper | code; ``aux_net`` = inner (Eq. 6's sigmoid of the inner product) | mlp
 (the official code's 100-50 network); ``aux_reduction`` = paper (Eq. 6: sum over t, mean over
-samples) | mean; ``aux_alpha`` (α of Eq. 7; 0 switches the auxiliary loss off).
+samples) | mean; ``aux_alpha`` (α of Eq. 7; 0 switches the auxiliary loss off); ``mlp_inputs`` =
+paper ([e_a, Σe_j, h'_T]) | code (adds the official code's e_a ⊙ Σe_j).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class DIEN(CTRModel):
         aux_hidden: Sequence[int] = (100, 50),
         aux_reduction: str = "paper",
         use_user: bool = False,
+        mlp_inputs: str = "paper",
         attention_act: ActFactory | None = None,
     ) -> None:
         super().__init__()
@@ -59,6 +61,8 @@ class DIEN(CTRModel):
             raise ValueError(f"model.attention must be 'bilinear' or 'mlp', got {attention!r}")
         if aux_net not in ("inner", "mlp"):
             raise ValueError(f"model.aux_net must be 'inner' or 'mlp', got {aux_net!r}")
+        if mlp_inputs not in ("paper", "code"):
+            raise ValueError(f"model.mlp_inputs must be 'paper' or 'code', got {mlp_inputs!r}")
         if aux_alpha < 0:
             raise ValueError(f"model.aux_alpha must be >= 0, got {aux_alpha!r}")
         self.emb = ItemEmbeddings(vocab, embedding_dim, use_user)
@@ -67,6 +71,7 @@ class DIEN(CTRModel):
             raise ValueError(f"model.aux_net=inner needs model.hidden == 2 * embedding_dim ({D}), got {hidden}")
         self.evolution, self.attention_kind, self.augru_formula = evolution, attention, augru_formula
         self.aux_alpha, self.aux_net_kind, self.aux_reduction = float(aux_alpha), aux_net, aux_reduction
+        self.mlp_inputs = mlp_inputs
         self.extractor = nn.GRU(D, hidden, batch_first=True)
         if attention == "bilinear":
             self.attention = BilinearAttention(hidden, D)
@@ -80,7 +85,8 @@ class DIEN(CTRModel):
         self.aux_net = MLP(hidden + D, list(aux_hidden), lambda n: nn.Sigmoid()) if aux_net == "mlp" else None
         if self.aux_net is not None:  # the code's aux net uses sigmoid hidden units
             self.aux_net.acts = nn.ModuleList(_Sigmoid() for _ in self.aux_net.acts)
-        self.mlp = MLP(2 * D + hidden + (embedding_dim if use_user else 0), list(mlp), act)
+        n_in = (3 if mlp_inputs == "code" else 2) * D + hidden + (embedding_dim if use_user else 0)
+        self.mlp = MLP(n_in, list(mlp), act)
 
     def attend(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.attention_kind == "bilinear":
@@ -99,7 +105,8 @@ class DIEN(CTRModel):
         else:
             interest = self.evolver(h, a, mask)  # h'_T
         pooled = e_h.sum(dim=1)
-        x = torch.cat([e_a, pooled, interest, *self.emb.profile(batch)], dim=-1)
+        extra = [e_a * pooled] if self.mlp_inputs == "code" else []  # the official code's e_a ⊙ Σe_h
+        x = torch.cat([e_a, pooled, *extra, interest, *self.emb.profile(batch)], dim=-1)
         logits = self.mlp(x).squeeze(-1)
         aux = None
         if self.training and self.aux_alpha > 0 and batch.neg_hist_item is not None:
@@ -111,6 +118,7 @@ class DIEN(CTRModel):
         return {
             "evolution": self.evolution, "attention": self.attention_kind, "augru_formula": self.augru_formula,
             "aux_alpha": self.aux_alpha, "aux_net": self.aux_net_kind, "aux_reduction": self.aux_reduction,
+            "mlp_inputs": self.mlp_inputs,
         }
 
 
