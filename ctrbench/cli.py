@@ -48,10 +48,10 @@ def config_groups() -> dict[str, list[str]]:
     """Each config group in conf/ and its options."""
     root = conf_dir()
     groups = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        if d.name == "hydra":
+    for d in sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith(("_", "."))):
+        if d.relative_to(root).parts[0] == "hydra":
             continue
-        groups[d.name] = sorted(f.stem for f in d.glob("*.yaml"))
+        groups[d.relative_to(root).as_posix()] = sorted(f.stem for f in d.glob("*.yaml"))
     return groups
 
 
@@ -73,6 +73,9 @@ def print_help() -> None:
     g.add_column("options")
     g.add_column("default")
     for group, options in config_groups().items():
+        if "/" in group:  # a nested group (dataset/protocol): each dataset config picks its default
+            g.add_row(group, ", ".join(options), "set by the dataset")
+            continue
         shown = f"+{group}" if group not in defaults else group
         g.add_row(shown, ", ".join(options), escape(defaults.get(group, f"(none; add with +{group}=...)")))
     console.print()

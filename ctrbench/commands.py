@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ctrbench.config_checks import check_dataset, check_missing, check_train
 from ctrbench.errors import ConfigError, DataError, UserError
+from ctrbench.report.dataset_stats import dataset_table
 
 log = logging.getLogger("ctrbench")
 
@@ -84,32 +85,17 @@ def run_prepare(cfg: DictConfig) -> Path:
     check_dataset(cfg)
     path, built = prepare(cfg.dataset, cfg.paths.data_dir, force=bool(cfg.force))
     m = read_manifest(path)
+    protocol = m.get("protocol", {}).get("protocol")
+    published = cfg.dataset.get("paper")
+    paper = OmegaConf.to_container(published, resolve=True).get(protocol) if published else None
+    t = dataset_table(m, path, built, paper)
     console = _console()
-    t = Table(title=f"dataset {m['name']} ({'built now' if built else 'cached'}): {path}")
-    t.add_column("what")
-    t.add_column("value", justify="right")
-    v = m["vocab"]
-    t.add_row("users / items / categories", f"{v['n_users'] - 1:,} / {v['n_items'] - 1:,} / {v['n_cates'] - 1:,}")
-    t.add_row("behaviours", f"{m['rows']['behaviours']:,}")
-    for s in ("train", "valid", "test"):
-        t.add_row(f"{s} samples", f"{m['rows'][s]:,}")
-    st = m.get("stats", {})
-    if st:
-        b = st["behaviours_per_user"]
-        t.add_row("behaviours per user p50 / p90 / max", f"{b['p50']:.0f} / {b['p90']:.0f} / {b['max']:.0f}")
-        t.add_row("positive rate train / valid / test", " / ".join(_fmt(st["positive_rate"][s]) for s in ("train", "valid", "test")))
-    if m.get("oracle"):
-        for s in ("valid", "test"):
-            o = m["oracle"].get(s)
-            if o:
-                t.add_row(f"oracle {s} AUC / GAUC", f"{o['auc']:.4f} / {o['gauc']:.4f}")
     console.print(t)
     return path
 
 
 # ---- evaluate -------------------------------------------------------------------------------
 def run_evaluate(cfg: DictConfig) -> dict:
-    import torch
 
     from ctrbench.data.batches import Batcher
     from ctrbench.data.prepare import load_dataset

@@ -16,6 +16,8 @@ TINY_SOURCE = {"n_users": 300, "n_items": 200, "n_cates": 10, "mean_len": 8.0, "
 
 def tiny_dataset_cfg(**source_overrides):
     cfg = OmegaConf.load(CONF / "dataset" / "synthetic.yaml")
+    cfg.pop("defaults")
+    cfg.protocol = OmegaConf.load(CONF / "dataset" / "protocol" / "din.yaml")
     for k, v in {**TINY_SOURCE, **source_overrides}.items():
         cfg.source[k] = v
     return cfg

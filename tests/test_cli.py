@@ -45,7 +45,9 @@ def trained(work) -> Path:
 def test_help_lists_commands_and_group_options(work):
     for args in ([], ["--help"]):
         out = ctrbench(*args, cwd=work).stdout
-        for word in ("train", "prepare", "evaluate", "table", "model", "base, deepfm, dien, din, lr,", "dataset", "synthetic", "prelu", "device", "auto, cpu, cuda", "optim", "adam, sgd", "[key=value ...]"):
+        words = ("train", "prepare", "evaluate", "table", "model", "base,", "deepfm,", "dien,", "dien,", "pnn,", "wdl", "dataset",
+                 "synthetic", "movielens_20m", "dataset/protocol", "prelu", "device", "auto, cpu, cuda", "optim", "adam, sgd", "[key=value ...]")
+        for word in words:
             assert word in out, (args, word)
 
 

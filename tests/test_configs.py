@@ -56,12 +56,34 @@ def test_every_train_combination_composes_and_passes_checks():
     combos += [[f"{g}={o}"] for g in ("dataset", "device", "optim") for o in GROUPS[g]]
     combos += [[f"+experiment={e}"] for e in GROUPS["experiment"]]
     combos += [["model=dien", f"model.evolution={e}"] for e in ("augru", "agru", "aigru", "gru_att")]
+    combos += [[f"dataset/protocol={p}"] for p in GROUPS["dataset/protocol"] if p != "as_is"]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for overrides in combos:
-            for extra in ([], ["+debug=fast"]):
+            synthetic = not any(o.startswith("dataset=") and o != "dataset=synthetic" for o in overrides)
+            for extra in ([], ["+debug=fast"]) if synthetic else ([],):
                 cfg = compose(config_name="train", overrides=overrides + extra)
                 check_train(cfg)
                 OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_dataset_configs_pick_their_source_protocol_and_published_figures():
+    cases = {
+        "amazon_electronics": ("AmazonSource", "DINProtocol", "amazon_electronics"),
+        "amazon_books": ("AmazonSource", "DIENProtocol", "amazon_books"),
+        "movielens_20m": ("MovieLensSource", "MovieLensProtocol", "movielens_20m"),
+        "movielens_1m": ("MovieLensSource", "MovieLensProtocol", "movielens_1m"),
+        "taobao": ("TaobaoSource", "DINProtocol", "taobao"),
+        "amazon_electronics_x1": ("BarsSource", "AsIsProtocol", "amazon_electronics_x1"),
+    }
+    for ds, (source, protocol, name) in cases.items():
+        cfg = _compose("prepare", [f"dataset={ds}"])
+        assert cfg.dataset.source._target_.endswith(source) and cfg.dataset.protocol._target_.endswith(protocol), ds
+        assert cfg.dataset.name == name
+    amazon = _compose("prepare", ["dataset=amazon", "dataset.category=Books", "dataset.release=2018", "dataset/protocol=dien"])
+    assert amazon.dataset.name == "amazon_Books_2018" and amazon.dataset.source.release == 2018 and amazon.dataset.max_len == 100
+    paper = _compose("prepare", ["dataset=amazon_electronics"]).dataset.paper.din
+    assert (paper.users, paper["items"], paper.categories, paper.samples) == (192403, 63001, 801, 1689188)
+    assert _compose("prepare", ["dataset=movielens_20m"]).dataset.paper.movielens.samples == 20000263
 
 
 @pytest.mark.parametrize("name", ["prepare", "evaluate", "table"])

@@ -122,14 +122,20 @@ def test_eval_scores_do_not_depend_on_the_rest_of_the_batch(name, tiny_dataset):
     torch.testing.assert_close(full[shuffled_perm], shuffled, rtol=1e-5, atol=1e-6)
 
 
-def test_empty_history_is_defined(tiny_dataset):
+@pytest.mark.parametrize("L", [0, 3])
+def test_empty_history_is_defined(tiny_dataset, L):
+    """Rows without history (MovieLens' first ratings), and batches where no row has one (L = 0),
+    give finite scores and gradients in train and eval mode."""
+    batch = Batcher(tiny_dataset, "test", 8, 20).gather(torch.arange(4))
+    z = lambda: torch.zeros(4, L, dtype=torch.long)  # noqa: E731
+    empty = Batch(batch.user, batch.item, batch.cate, batch.label, z(), z(),
+                  torch.zeros(4, L, dtype=torch.bool), torch.zeros(4, dtype=torch.long), z(), z())
     for name, model in all_models(tiny_dataset).items():
-        batch = Batcher(tiny_dataset, "test", 8, 20).gather(torch.arange(4))
-        empty = Batch(batch.user, batch.item, batch.cate, batch.label,
-                      torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 3, dtype=torch.long),
-                      torch.zeros(4, 3, dtype=torch.bool), torch.zeros(4, dtype=torch.long))
-        out = model.eval()(empty).logits
-        assert torch.isfinite(out).all(), name
+        out = model.train()(empty)
+        loss = out.logits.sum() + (out.aux_loss if getattr(out, "aux_loss", None) is not None else 0.0)
+        loss.backward()
+        assert torch.isfinite(out.logits).all(), name
+        assert torch.isfinite(model.eval()(empty).logits).all(), name
 
 
 @pytest.mark.parametrize("inputs", ["qk_diff_prod", "outer"])

@@ -71,3 +71,99 @@ def test_user_who_saw_every_item_is_an_error():
 def test_bad_protocol_values():
     with pytest.raises(ConfigError, match="valid_positions"):
         DINProtocol(valid_positions=-1)
+
+
+# ---- DIEN protocol (papers.md §2.2) ---------------------------------------------------------
+from ctrbench.data.protocols import DIENProtocol, MovieLensProtocol, sample_popular_negatives  # noqa: E402
+
+
+def many_users_streams(n_users=200, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 8, size=n_users)
+    lengths[0] = 0  # the padding user
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    item = rng.integers(1, 50, size=offsets[-1])
+    item_cate = np.arange(50) % 7
+    rating = rng.integers(1, 6, size=offsets[-1]).astype(np.float32)
+    return Streams(offsets, item, item_cate[item], np.arange(offsets[-1]), rating), item_cate
+
+
+def test_dien_protocol_one_target_per_user_last_behaviour():
+    streams, item_cate = hand_streams()
+    splits, info = DIENProtocol(test_fraction=0.0, valid_fraction=0.0).build(streams, item_cate)
+    tr = splits["train"]
+    # every user with >= 2 behaviours: users 1 (n=4), 2 (n=2), 3 (n=3); target = last behaviour
+    assert tr.user.tolist() == [1, 1, 2, 2, 3, 3]
+    assert tr.hist_end.tolist() == [3, 3, 1, 1, 2, 2]
+    assert tr.item[0::2].tolist() == [8, 2, 5]
+    assert (tr.item[1::2] != tr.item[0::2]).all()  # the negative is never the positive
+    assert tr.label.tolist() == [1.0, 0.0] * 3
+    assert (tr.cate == item_cate[tr.item]).all()
+    assert info["users_kept"] == 3 and info["users_dropped_too_few_behaviours"] == 0
+
+
+def test_dien_protocol_user_split_is_seeded_and_disjoint():
+    streams, item_cate = many_users_streams()
+    a, info = DIENProtocol(seed=3).build(streams, item_cate)
+    b, _ = DIENProtocol(seed=3).build(streams, item_cate)
+    users = {s: set(a[s].user.tolist()) for s in a}
+    assert not (users["train"] & users["test"]) and not (users["valid"] & users["test"]) and not (users["train"] & users["valid"])
+    kept = int((streams.lengths() >= 2).sum())
+    assert info["users_per_split"]["test"] == round(0.1 * kept)
+    assert sum(len(u) for u in users.values()) == kept
+    for s in a:
+        np.testing.assert_array_equal(a[s].item, b[s].item)
+        np.testing.assert_array_equal(a[s].user, b[s].user)
+
+
+def test_popular_negatives_follow_behaviour_counts_and_skip_the_positive():
+    # items 1 (x6), 2 (x3), 3 (x1): with positive 1, negatives are 2 or 3 in ratio 3:1
+    streams = Streams(np.array([0, 10]), np.array([1] * 6 + [2] * 3 + [3]), np.zeros(10, int), np.arange(10))
+    neg = sample_popular_negatives(np.ones(40000, dtype=np.int64), streams, np.random.default_rng(0))
+    counts = np.bincount(neg, minlength=4)
+    assert counts[1] == 0 and abs(counts[2] / counts[3] - 3.0) < 0.15
+
+
+def test_dien_protocol_bad_values():
+    with pytest.raises(ConfigError, match="test_fraction"):
+        DIENProtocol(test_fraction=1.5)
+    with pytest.raises(ConfigError, match="min_behaviours"):
+        DIENProtocol(min_behaviours=1)
+
+
+# ---- MovieLens protocol (papers.md §1.1) -----------------------------------------------------
+def test_movielens_protocol_labels_histories_and_user_split():
+    # user 1 rated items 5,6,7 with 5,3,4; user 2 rated 1,2 with 1,4
+    offsets = np.array([0, 0, 3, 5])
+    item = np.array([5, 6, 7, 1, 2])
+    rating = np.array([5, 3, 4, 1, 4], dtype=np.float32)
+    item_cate = np.arange(10) % 3
+    streams = Streams(offsets, item, item_cate[item], np.arange(5), rating)
+    splits, info = MovieLensProtocol(test_fraction=0.5, valid_fraction=0.0, seed=0).build(streams, item_cate)
+    assert len(splits["valid"]) == 0
+    everything = {s: splits[s] for s in ("train", "test") if len(splits[s])}
+    assert sum(len(s) for s in everything.values()) == 5  # every rating is a sample
+    by_user = {}
+    for s in everything.values():
+        for u, it, lab, h in zip(s.user, s.item, s.label, s.hist_end):
+            by_user.setdefault(int(u), []).append((int(it), float(lab), int(h)))
+    assert by_user[1] == [(5, 1.0, 0), (6, 0.0, 1), (7, 1.0, 2)]  # rating >= 4 -> 1; history = earlier ratings
+    assert by_user[2] == [(1, 0.0, 0), (2, 1.0, 1)]
+    assert set(splits["train"].user.tolist()).isdisjoint(splits["test"].user.tolist())
+    assert info["users_per_split"]["test"] == 1
+
+
+def test_movielens_protocol_needs_ratings():
+    streams, item_cate = hand_streams()
+    with pytest.raises(DataError, match="ratings"):
+        MovieLensProtocol().build(streams, item_cate)
+
+
+def test_movielens_protocol_split_fractions():
+    streams, item_cate = many_users_streams(n_users=1001)
+    splits, info = MovieLensProtocol(valid_fraction=0.1).build(streams, item_cate)
+    n = int((streams.lengths() > 0).sum())
+    n_test = round(38493 / 138493 * n)
+    assert info["users_per_split"]["test"] == n_test
+    assert info["users_per_split"]["valid"] == round(0.1 * (n - n_test))
+    assert sum(len(s) for s in splits.values()) == streams.n_behaviours

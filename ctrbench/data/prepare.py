@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from ctrbench.data import store
@@ -19,13 +19,40 @@ from ctrbench.data.schema import SPLITS, ProcessedDataset
 from ctrbench.errors import ConfigError
 
 
-def content_config(dataset_cfg: DictConfig) -> dict:
+# Source settings that say where files are or how to fetch them, not what the data is.
+LOCATION_KEYS = ("raw_dir", "download")
+
+
+def content_config(dataset_cfg: DictConfig, source=None) -> dict:
+    """The part of the dataset config that defines the processed data (its cache key): name,
+    source (less its location settings) and protocol; for a real source, the identity (name, size,
+    modification time) of each raw input file too."""
     for key in ("name", "source", "protocol"):
         if key not in dataset_cfg:
             raise ConfigError(f"the dataset config has no '{key}' (expected name, source and protocol sections)")
-    return OmegaConf.to_container(
-        OmegaConf.create({k: dataset_cfg[k] for k in ("name", "source", "protocol")}), resolve=True
-    )
+    full = OmegaConf.to_container(dataset_cfg, resolve=True)
+    content = {k: full[k] for k in ("name", "source", "protocol")}
+    content["source"] = {k: v for k, v in content["source"].items() if k not in LOCATION_KEYS}
+    if source is not None and hasattr(source, "fingerprint"):
+        content["inputs"] = source.fingerprint()
+    return content
+
+
+def _construct(node: DictConfig, key: str):
+    """Build the object a ``_target_`` section names; a wrong target or argument is a ConfigError
+    naming the section (errors the object itself raises, such as ConfigError, pass through)."""
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    target = kwargs.pop("_target_", None)
+    if not target:
+        raise ConfigError(f"'{key}' has no _target_ (the class to build)")
+    try:
+        cls = get_class(target)
+    except Exception as e:  # noqa: BLE001 - hydra raises several kinds
+        raise ConfigError(f"'{key}._target_': cannot import {target!r} ({str(e).splitlines()[0]})") from None
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"'{key}' does not fit {target}: {e}") from None
 
 
 def _oracle(splits) -> dict | None:
@@ -43,22 +70,29 @@ def _stats(streams, splits) -> dict:
     return {
         "users_with_behaviours": int(lengths.size),
         "behaviours_per_user": {q: float(np.percentile(lengths, p)) for q, p in (("p50", 50), ("p90", 90), ("max", 100))},
+        "train_history_length": (
+            {q: float(np.percentile(splits["train"].hist_end, p)) for q, p in (("p10", 10), ("p50", 50), ("p90", 90), ("max", 100))}
+            if len(splits["train"]) else None
+        ),
         "positive_rate": {s: float(splits[s].label.mean()) if len(splits[s]) else None for s in SPLITS},
     }
 
 
 def prepare(dataset_cfg: DictConfig, data_dir: str | Path, force: bool = False) -> tuple[Path, bool]:
     """Make sure the processed dataset exists; returns (its folder, whether it was built now)."""
-    content = content_config(dataset_cfg)
-    target = store.dataset_dir(data_dir, content["name"], content)
+    name = content_config(dataset_cfg)["name"]
+    source = _construct(dataset_cfg.source, "dataset.source")
+    if hasattr(source, "locate"):  # a real source: find (or download) its raw files first
+        source.locate(data_dir, name)
+    content = content_config(dataset_cfg, source)
+    target = store.dataset_dir(data_dir, name, content)
     if (target / store.MANIFEST).exists() and not force:
         return target, False
     if force and target.exists():
         import shutil
 
         shutil.rmtree(target)
-    source = instantiate(dataset_cfg.source)
-    protocol = instantiate(dataset_cfg.protocol)
+    protocol = _construct(dataset_cfg.protocol, "dataset.protocol")
     t0 = time.perf_counter()
     streams, item_cate, splits, info = source.build(protocol)
     extra = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctrbench.data.schema import Samples, Streams
+from ctrbench.data.schema import SPLITS, Samples, Streams
 from ctrbench.errors import ConfigError, DataError
 
 
@@ -112,19 +112,7 @@ class DINProtocol:
         is_train = ~is_test & ~is_valid
 
         def pairs(mask: np.ndarray) -> Samples:
-            u, t, ng, h = user[mask], target[mask], neg[mask], i[mask]
-            k = len(u)
-            items = np.empty(2 * k, dtype=np.int64)
-            items[0::2], items[1::2] = t, ng
-            label = np.zeros(2 * k, dtype=np.float32)
-            label[0::2] = 1.0
-            return Samples(
-                user=np.repeat(u, 2),
-                item=items,
-                cate=item_cate[items],
-                label=label,
-                hist_end=np.repeat(h, 2),
-            )
+            return _pairs(user[mask], target[mask], neg[mask], i[mask], item_cate)
 
         splits = {"train": pairs(is_train), "valid": pairs(is_valid), "test": pairs(is_test)}
         info = {
@@ -132,5 +120,155 @@ class DINProtocol:
             "users_kept": int(kept.size),
             "users_dropped_too_few_behaviours": n_dropped,
             "negatives": "uniform over items outside the user's whole stream, fixed",
+        }
+        return splits, info
+
+
+def _pairs(user: np.ndarray, pos: np.ndarray, neg: np.ndarray, hist_end: np.ndarray, item_cate: np.ndarray) -> Samples:
+    """A positive row and its negative row per entry (positive first), sharing the history."""
+    k = len(user)
+    items = np.empty(2 * k, dtype=np.int64)
+    items[0::2], items[1::2] = pos, neg
+    label = np.zeros(2 * k, dtype=np.float32)
+    label[0::2] = 1.0
+    return Samples(user=np.repeat(user, 2), item=items, cate=item_cate[items], label=label, hist_end=np.repeat(hist_end, 2))
+
+
+def _split_users(users: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random assignment of ``users`` to (test, valid): the first ``round(f_test·n)`` of a
+    permutation go to test, the next ``round(f_valid·(n − n_test))`` to valid. Returns two masks
+    aligned with ``users``."""
+    f_test, f_valid = fractions
+    n = len(users)
+    perm = rng.permutation(n)
+    n_test = int(round(f_test * n))
+    n_valid = int(round(f_valid * (n - n_test)))
+    is_test = np.zeros(n, dtype=bool)
+    is_valid = np.zeros(n, dtype=bool)
+    is_test[perm[:n_test]] = True
+    is_valid[perm[n_test : n_test + n_valid]] = True
+    return is_test, is_valid
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
+        raise ConfigError(f"dataset.protocol.{name} must be a number in [0, 1), got {value!r}")
+
+
+def sample_popular_negatives(positives: np.ndarray, streams: Streams, rng: np.random.Generator, max_rounds: int = 1000) -> np.ndarray:
+    """One item per positive, drawn in proportion to its number of behaviours (the DIEN code draws
+    from the list of every review's item), redrawn only when it equals the positive."""
+    pool = streams.item
+    if np.unique(pool).size < 2:
+        raise DataError("cannot sample negatives: the behaviours contain fewer than 2 distinct items")
+    out = pool[rng.integers(0, len(pool), size=len(positives))]
+    todo = np.flatnonzero(out == positives)
+    for _ in range(max_rounds):
+        if todo.size == 0:
+            return out
+        out[todo] = pool[rng.integers(0, len(pool), size=todo.size)]
+        todo = todo[out[todo] == positives[todo]]
+    raise DataError("negative sampling did not finish: one item dominates the behaviours")
+
+
+@dataclass
+class DIENProtocol:
+    """The DIEN code's Amazon protocol (papers.md §2.2): **one target per user**, the last behaviour,
+    with history = every earlier behaviour; one negative drawn in proportion to item popularity and
+    rejected only when it equals the positive (so it may be in the history, as in the code); users
+    split at random (seeded) into test (``test_fraction``, the code's 1/10) and the rest. Users with
+    fewer than 2 behaviours have no history and are dropped (the code drops empty-history lines).
+    Training histories are cut to the last 100 behaviours by ``dataset.max_len`` (this protocol's
+    config sets 100, the code's ``maxlen``).
+
+    Our addition: ``valid_fraction`` of the non-test users form a validation split, so that a model
+    is never selected on the test users (the code selects on test)."""
+
+    seed: int = 1234
+    test_fraction: float = 0.1
+    valid_fraction: float = 0.1
+    min_behaviours: int = 2
+
+    name = "dien"
+
+    def __post_init__(self) -> None:
+        _check_fraction("test_fraction", self.test_fraction)
+        _check_fraction("valid_fraction", self.valid_fraction)
+        if not isinstance(self.min_behaviours, int) or self.min_behaviours < 2:
+            raise ConfigError(f"dataset.protocol.min_behaviours must be an integer >= 2 for the DIEN protocol, got {self.min_behaviours!r}")
+
+    def build(self, streams: Streams, item_cate: np.ndarray) -> tuple[dict[str, Samples], dict]:
+        rng = np.random.default_rng(self.seed)
+        lengths = streams.lengths()
+        kept = np.flatnonzero(lengths >= self.min_behaviours)
+        if kept.size == 0:
+            raise DataError(f"no user has at least {self.min_behaviours} behaviours: nothing to train on")
+        n_dropped = int(np.count_nonzero((lengths > 0) & (lengths < self.min_behaviours)))
+        hist_end = lengths[kept] - 1
+        pos = streams.item[streams.offsets[kept] + hist_end]
+        neg = sample_popular_negatives(pos, streams, rng)
+        is_test, is_valid = _split_users(kept, (self.test_fraction, self.valid_fraction), rng)
+        is_train = ~is_test & ~is_valid
+        splits = {
+            name: _pairs(kept[m], pos[m], neg[m], hist_end[m], item_cate)
+            for name, m in (("train", is_train), ("valid", is_valid), ("test", is_test))
+        }
+        info = {
+            "protocol": self.name,
+            "users_kept": int(kept.size),
+            "users_dropped_too_few_behaviours": n_dropped,
+            "users_per_split": {"train": int(is_train.sum()), "valid": int(is_valid.sum()), "test": int(is_test.sum())},
+            "negatives": "popularity-weighted over all behaviours, rejecting only the positive, fixed",
+        }
+        return splits, info
+
+
+@dataclass
+class MovieLensProtocol:
+    """The DIN paper's MovieLens protocol (papers.md §1.1): every rating is a sample whose label is
+    1 for a rating >= ``positive_min_rating`` (4: "rated above 3") and whose history is the user's
+    earlier rated movies in time order, whatever their rating (the paper does not say; we keep all,
+    documented); users are split at random (seeded) into train and test users, test fraction
+    38,493 / 138,493 as for ML-20M. A user's first rating has an empty history and is kept, so the
+    sample count equals the rating count as in the paper's Table 2.
+
+    Our addition: ``valid_fraction`` of the training users form a validation split (model selection
+    never looks at test users)."""
+
+    seed: int = 1234
+    test_fraction: float = 38493 / 138493
+    valid_fraction: float = 0.05
+    positive_min_rating: float = 4.0
+
+    name = "movielens"
+
+    def __post_init__(self) -> None:
+        _check_fraction("test_fraction", self.test_fraction)
+        _check_fraction("valid_fraction", self.valid_fraction)
+
+    def build(self, streams: Streams, item_cate: np.ndarray) -> tuple[dict[str, Samples], dict]:
+        if streams.rating is None:
+            raise DataError("the MovieLens protocol needs ratings, and this source has none (use dataset/protocol=din)")
+        rng = np.random.default_rng(self.seed)
+        lengths = streams.lengths()
+        users = np.flatnonzero(lengths > 0)
+        is_test_u, is_valid_u = _split_users(users, (self.test_fraction, self.valid_fraction), rng)
+        split_of_user = np.zeros(len(lengths), dtype=np.int8)  # 0 train, 1 valid, 2 test
+        split_of_user[users[is_valid_u]] = 1
+        split_of_user[users[is_test_u]] = 2
+        owner = user_of_behaviour(streams.offsets)
+        position = np.arange(streams.n_behaviours, dtype=np.int64) - streams.offsets[owner]
+        label = (streams.rating >= self.positive_min_rating).astype(np.float32)
+        splits = {}
+        for code, name in enumerate(SPLITS):
+            m = split_of_user[owner] == code
+            splits[name] = Samples(
+                user=owner[m], item=streams.item[m], cate=streams.cate[m], label=label[m], hist_end=position[m]
+            )
+        info = {
+            "protocol": self.name,
+            "users_per_split": {"train": int((~is_test_u & ~is_valid_u).sum()), "valid": int(is_valid_u.sum()), "test": int(is_test_u.sum())},
+            "label": f"rating >= {self.positive_min_rating}",
+            "history": "every earlier rating, in time order (ties in file order)",
         }
         return splits, info

@@ -39,6 +39,7 @@ class Streams:
     item: np.ndarray  # int64 [n_behaviours]
     cate: np.ndarray  # int64 [n_behaviours]
     time: np.ndarray  # int64 [n_behaviours]
+    rating: np.ndarray | None = None  # float32 [n_behaviours], sources with explicit ratings (MovieLens)
 
     @property
     def n_behaviours(self) -> int:

@@ -2,7 +2,7 @@
 
 Layout of ``<data_dir>/processed/<name>-<hash>/``:
 
-    behaviours.parquet   user, item, cate, time   (sorted by user, then time: the CSR streams)
+    behaviours.parquet   user, item, cate, time [, rating]   (sorted by user, then time: the CSR streams)
     items.parquet        item, cate               (category of every item id, 0 = padding)
     train.parquet        user, item, cate, label, hist_end [, score]
     valid.parquet        (same)
@@ -70,7 +70,10 @@ def write(
     try:
         users = np.repeat(np.arange(len(streams.offsets) - 1, dtype=np.int64), streams.lengths())
         files = {
-            "behaviours.parquet": {"user": users, "item": streams.item, "cate": streams.cate, "time": streams.time},
+            "behaviours.parquet": {
+                "user": users, "item": streams.item, "cate": streams.cate, "time": streams.time,
+                **({} if streams.rating is None else {"rating": streams.rating}),
+            },
             "items.parquet": {"item": np.arange(len(item_cate), dtype=np.int64), "cate": item_cate},
         }
         for split in SPLITS:
@@ -153,7 +156,7 @@ def load(path: str | Path, verify: bool = True) -> ProcessedDataset:
     beh = cols("behaviours.parquet")
     counts = np.bincount(beh["user"], minlength=vocab.n_users)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    streams = Streams(offsets=offsets, item=beh["item"], cate=beh["cate"], time=beh["time"])
+    streams = Streams(offsets=offsets, item=beh["item"], cate=beh["cate"], time=beh["time"], rating=beh.get("rating"))
     item_cate = cols("items.parquet")["cate"]
     splits = {}
     for split in SPLITS:

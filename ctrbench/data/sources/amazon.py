@@ -1,0 +1,514 @@
+"""Amazon product reviews (McAuley et al.), 2014 and 2018 releases, any category.
+
+Files (in ``raw_dir``; each may also be there un-gzipped, without ``.gz``):
+
+- 2014 (https://jmcauley.ucsd.edu/data/amazon/): ``reviews_<Category>_5.json.gz`` (the 5-core
+  reviews, one strict JSON object a line) and ``meta_<Category>.json.gz`` (one **Python dict
+  literal** a line: single-quoted strings, not JSON), the files the DIN and DIEN code read
+  (papers.md §1.2, §2.2).
+- 2018 (https://nijianmo.github.io/amazon/index.html): ``<Category>_5.json.gz`` and
+  ``meta_<Category>.json.gz``, both strict JSON lines. Category names are used as given (2018
+  names use underscores, e.g. ``Cell_Phones_and_Accessories``).
+
+What is read:
+
+- **Reviews** (both releases) are the behaviours: ``reviewerID`` (user), ``asin`` (item),
+  ``unixReviewTime`` (an integer, the time) and ``overall`` (the rating, a number). The fast path
+  parses the whole file with ``pyarrow.json`` and an explicit schema (other fields are skipped);
+  when that fails, a per-line ``json.loads`` pass names the first bad line (not a JSON object, a
+  field missing or null, a wrong type: a time that is not an integer, a rating that is not a
+  number, an id that is not a string) or, with ``on_bad_line=skip``, skips and counts bad lines.
+- **2014 meta**: only ``asin`` and ``categories`` (a list of category paths, each a list of
+  strings). Lines are never ``eval``-ed: regular expressions over the bytes find the two top-level
+  keys (string literals are skipped whole, so a key-like text inside a title or description is
+  not mistaken for a key), and only the small ``categories`` literal is decoded with
+  ``ast.literal_eval`` (cached: the same lists recur). The category is ``categories[-1][-1]``
+  (``category_path=last``, the DIN code) or ``categories[0][-1]`` (``first``, the DIEN code). A
+  line without ``asin`` is a bad line; a line without ``categories`` (or with an empty list or
+  path) gives an item without category. Strings written by Python 2 as escaped UTF-8 bytes
+  (``'Caf\\xc3\\xa9'``) are turned back into text.
+- **2018 meta**: ``asin`` and ``category``, a single flat path (may be missing or empty). Both
+  choices take its last element, ``category[-1]``: the DIN code's ``categories[-1][-1]`` and the
+  DIEN code's ``categories[0][-1]`` are both "the leaf of a path" and differ only in *which* path
+  when an item has several; a 2018 item has exactly one. HTML entities (``&amp;``) are unescaped.
+
+Duplicate asins in the meta: the first line wins (counted). Items reviewed but without meta get
+the unknown category in ``encode`` (counted there).
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import io
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from ctrbench.data.download import RemoteFile
+from ctrbench.data.sources.raw import (
+    Events,
+    ItemMeta,
+    LineErrors,
+    read_all_bytes,
+    require_file,
+)
+from ctrbench.data.sources.real import RealSource
+from ctrbench.errors import ConfigError, DataError
+
+RELEASES = (2014, 2018)
+CATEGORY_PATHS = ("last", "first")
+
+PAGE_2014 = "https://jmcauley.ucsd.edu/data/amazon/"
+URL_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
+PAGE_2018 = "https://nijianmo.github.io/amazon/index.html"
+URL_2018_REVIEWS = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/"
+URL_2018_META = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/"
+
+JSON_BLOCK_SIZE = 16 << 20  # pyarrow parses blocks in parallel; a line longer than this falls back
+
+# ---- reviews ---------------------------------------------------------------------------------
+
+REVIEW_SCHEMA = pa.schema(
+    [("reviewerID", pa.string()), ("asin", pa.string()), ("unixReviewTime", pa.int64()), ("overall", pa.float64())]
+)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+REVIEW_CHECKS = (
+    ("reviewerID", lambda v: isinstance(v, str), "a string"),
+    ("asin", lambda v: isinstance(v, str), "a string"),
+    ("unixReviewTime", _is_int, "an integer"),
+    ("overall", _is_number, "a number"),
+)
+
+
+def _read_json_table(data: bytes, schema: pa.Schema) -> pa.Table:
+    """Parse JSON lines with ``schema`` (fields not in it skipped). Raises on any malformed line."""
+    return pa_json.read_json(
+        pa.BufferReader(data),
+        read_options=pa_json.ReadOptions(block_size=JSON_BLOCK_SIZE, use_threads=True),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+    )
+
+
+def _json_lines(data: bytes, errors: LineErrors):
+    """(line number, object) of every non-blank line that is a JSON object; others are bad lines."""
+    for no, raw in enumerate(io.BytesIO(data), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+            errors.bad(no, f"not valid JSON ({e})")
+            continue
+        if not isinstance(obj, dict):
+            errors.bad(no, f"not a JSON object (a {type(obj).__name__})")
+            continue
+        yield no, obj
+
+
+def _reviews_fast(data: bytes) -> pa.Table | None:
+    """The review columns via pyarrow, or None when the file needs the per-line pass."""
+    try:
+        table = _read_json_table(data, REVIEW_SCHEMA)
+    except (pa.ArrowException, ValueError):
+        return None
+    if any(table.column(name).null_count for name in REVIEW_SCHEMA.names):
+        return None  # a missing or null field: the per-line pass names the line
+    return table
+
+
+def _reviews_slow(data: bytes, errors: LineErrors) -> dict[str, list]:
+    """The review columns via ``json.loads`` per line; bad lines raise or are counted."""
+    cols: dict[str, list] = {name: [] for name, _, _ in REVIEW_CHECKS}
+    for no, obj in _json_lines(data, errors):
+        problem = None
+        for name, ok, expected in REVIEW_CHECKS:
+            if name not in obj or obj[name] is None:
+                problem = f"no '{name}'"
+                break
+            if not ok(obj[name]):
+                problem = f"'{name}' is {obj[name]!r}, expected {expected}"
+                break
+        if problem is not None:
+            errors.bad(no, problem)
+            continue
+        for name, _, _ in REVIEW_CHECKS:
+            cols[name].append(obj[name])
+    return cols
+
+
+def _object_array(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def read_reviews(path: Path, policy: str) -> tuple[Events, dict]:
+    """Events from a reviews file (either release): user=reviewerID, item=asin, time=unixReviewTime,
+    rating=overall."""
+    errors = LineErrors(path, policy)
+    data = read_all_bytes(require_file(path, "Amazon reviews file"), errors)
+    table = _reviews_fast(data)
+    if table is not None:
+        events = Events(
+            user=table.column("reviewerID").to_numpy(zero_copy_only=False).astype(object, copy=False),
+            item=table.column("asin").to_numpy(zero_copy_only=False).astype(object, copy=False),
+            time=table.column("unixReviewTime").to_numpy().astype(np.int64, copy=False),
+            rating=table.column("overall").to_numpy().astype(np.float32),
+        )
+    else:
+        cols = _reviews_slow(data, errors)
+        events = Events(
+            user=_object_array(cols["reviewerID"]),
+            item=_object_array(cols["asin"]),
+            time=np.asarray(cols["unixReviewTime"], dtype=np.int64),
+            rating=np.asarray(cols["overall"], dtype=np.float32),
+        )
+    del data
+    if len(events) == 0:
+        raise DataError(f"{path}: no reviews in the file")
+    return events, {"reviews": len(events), "bad_lines": errors.report()}
+
+
+# ---- 2014 meta: Python dict literals ---------------------------------------------------------
+
+# A Python string literal (optionally u-prefixed), single- or double-quoted, with escapes.
+_SQ = rb"'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+'"
+_DQ = rb'"[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"'
+_STR = rb"u?(?:" + _SQ + rb"|" + _DQ + rb")"
+# Everything before a key: whole string literals and runs of other characters, as few as needed
+# (so a key is only found where a literal starts, never inside one). Atomic groups keep a failed
+# search linear.
+_SKIP = rb"\s*\{(?>[^'\"\n]++|" + _SQ + rb"|" + _DQ + rb")*?"
+_STR_LIST = rb"\[\s*(?:" + _STR + rb"(?:\s*,\s*" + _STR + rb")*+\s*,?\s*)?\]"
+_PATHS = rb"\[\s*(?:" + _STR_LIST + rb"(?:\s*,\s*" + _STR_LIST + rb")*+\s*,?\s*)?\]"
+_ASIN_VALUE = rb"(?:'asin'|\"asin\")\s*:\s*(" + _STR + rb")"
+_CATEGORIES_VALUE = rb"(?:'categories'|\"categories\")\s*:\s*(" + _PATHS + rb")"
+
+ASIN_AT = re.compile(_ASIN_VALUE)  # matched where a quick search found the key
+CATEGORIES_AT = re.compile(_CATEGORIES_VALUE)
+PATHS_RE = re.compile(_PATHS)
+ASIN_RE = re.compile(_SKIP + _ASIN_VALUE)  # the full scan from the start of the line
+CATEGORIES_RE = re.compile(_SKIP + _CATEGORIES_VALUE)
+CATEGORIES_KEY_RE = re.compile(_SKIP + rb"(?:'categories'|\"categories\")\s*:")
+_LEAF_TOKENS = re.compile(_STR + rb"|\]")  # the string literals and closing brackets of a categories list
+
+
+def _from_py2_bytes(text: str) -> str:
+    """A Python 2 ``str`` repr escapes UTF-8 bytes (``\\xc3\\xa9``); literal_eval then gives
+    latin-1 characters. Undo that when the result is valid UTF-8; else keep the text."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _string_literal(raw: bytes) -> str:
+    """The value of one Python string literal (as matched by ``_STR``); only literals with
+    escapes go through ``ast.literal_eval`` (of that literal alone)."""
+    body = raw[1:] if raw[:1] in (b"u", b"U") else raw
+    if b"\\" not in body:
+        return body[1:-1].decode("utf-8")
+    return _from_py2_bytes(ast.literal_eval(raw.decode("utf-8")))
+
+
+def _leaf_literal(paths: bytes, category_path: str) -> bytes | None:
+    """The literal of ``paths[-1][-1]`` (last) or ``paths[0][-1]`` (first) in a categories list
+    literal matched by ``_PATHS``; None for an empty list or path. Works on tokens: each inner
+    list ends with ``]``, the outer list with the final ``]``."""
+    tokens = _LEAF_TOKENS.findall(paths)
+    if category_path == "last":  # [..., [..., leaf]] -> tokens end with leaf, ], ]
+        leaf = tokens[-3] if len(tokens) >= 3 else b"]"
+    else:  # [[..., leaf], ...] -> leaf is the token before the first ]
+        first_close = tokens.index(b"]")
+        leaf = tokens[first_close - 1] if first_close > 0 else b"]"
+    return None if leaf == b"]" else leaf
+
+
+def _may_open_string(line: bytes, q: int) -> bool:
+    """Whether the quote at ``q`` could open a string literal: it follows ``{``, ``[``, ``(``,
+    ``:`` or ``,`` (spaces and a ``u`` prefix aside), or the check is not conclusive (an escaped
+    quote, the line start)."""
+    j = q - 1
+    if j >= 0 and line[j] in b"uU":
+        j -= 1
+    while j >= 0 and line[j] in b" \t":
+        j -= 1
+    return j < 0 or line[j] in b"{[(:,\\"
+
+
+def _quick_key(line: bytes, key: bytes) -> int:
+    """Offset of ``'key': `` in a dict-literal line when a plain search proves it is a key, else -1.
+
+    In a Python repr, ``'`` is escaped inside single-quoted literals and double-quoted literals
+    hold no ``"`` at all. So an unescaped ``'key'`` that follows ``{`` or a space can only be text
+    inside a literal if the nearest ``"`` before it opens a double-quoted literal, which needs
+    that quote to follow ``{ [ ( : ,``. When it does not (or there is no ``"`` before), the hit is a
+    key; otherwise (-1) the full scan from the start of the line (``*_RE``) decides."""
+    p = line.find(b"'" + key + b"': ")
+    if p <= 0 or line[p - 1] not in b"{ ":
+        return -1
+    q = line.rfind(b'"', 0, p)
+    return p if q < 0 or not _may_open_string(line, q) else -1
+
+
+@dataclass
+class _Meta2014Reader:
+    """Parses the lines of one 2014 meta file. Categories literal -> category is cached (the same
+    lists recur), so most lines cost a few ``bytes.find`` calls and a dict lookup."""
+
+    category_path: str
+    errors: LineErrors
+
+    def __post_init__(self) -> None:
+        self._cache: dict[bytes, str] = {}
+
+    def _asin(self, line: bytes) -> str | None:
+        if line.startswith(b"{'asin': '"):  # how the files write it
+            end = line.find(b"'", 10)
+            if end > 0 and line.find(b"\\", 10, end) < 0:
+                return line[10:end].decode("utf-8")
+        p = _quick_key(line, b"asin")
+        m = ASIN_AT.match(line, p) if p > 0 else ASIN_RE.match(line)
+        return None if m is None else _string_literal(m.group(1))
+
+    def _category_of(self, paths: bytes) -> str:
+        """The category of a categories literal that matches ``_PATHS``."""
+        cate = self._cache.get(paths)
+        if cate is None:
+            leaf = _leaf_literal(paths, self.category_path)
+            cate = "" if leaf is None else _string_literal(leaf)
+            self._cache[paths] = cate
+        return cate
+
+    def _category(self, line: bytes) -> str | None:
+        """The category ('' without categories), or None when 'categories' is malformed."""
+        p = _quick_key(line, b"categories")
+        if p > 0:
+            start = p + len(b"'categories': ")
+            end = line.find(b"]]", start)  # usually where the literal ends: try the cache first
+            if end > 0:
+                paths = line[start : end + 2]
+                cate = self._cache.get(paths)
+                if cate is not None:
+                    return cate
+                if PATHS_RE.fullmatch(paths):
+                    return self._category_of(paths)
+            m = CATEGORIES_AT.match(line, p)
+        else:
+            m = CATEGORIES_RE.match(line)
+        if m is not None:
+            return self._category_of(m.group(1))
+        return None if CATEGORIES_KEY_RE.match(line) is not None else ""
+
+    def parse(self, no: int, line: bytes) -> tuple[str, str] | None:
+        """(asin, category) of one line, or None (the line is bad, reported)."""
+        body = line.strip()
+        if not (body[:1] == b"{" and body[-1:] == b"}"):
+            self.errors.bad(no, "not a Python dict literal ({...})")
+            return None
+        try:
+            item = self._asin(body)
+            if item is None:
+                self.errors.bad(no, "no 'asin' (a string)")
+                return None
+            cate = self._category(body)
+        except (UnicodeDecodeError, ValueError, SyntaxError) as e:
+            self.errors.bad(no, f"cannot decode a string ({type(e).__name__}: {e})")
+            return None
+        if cate is None:
+            self.errors.bad(no, "'categories' is not a list of lists of strings")
+            return None
+        return item, cate
+
+
+def read_meta_2014(path: Path, policy: str, category_path: str) -> tuple[list[str], list[str], LineErrors, int]:
+    """(asins, categories, errors, lines read) of a 2014 meta file, in file order."""
+    errors = LineErrors(path, policy)
+    data = read_all_bytes(require_file(path, "Amazon meta file"), errors)
+    reader = _Meta2014Reader(category_path, errors)
+    items: list[str] = []
+    cates: list[str] = []
+    lines = 0
+    for no, line in enumerate(io.BytesIO(data), start=1):
+        if not line.strip():
+            continue
+        lines += 1
+        parsed = reader.parse(no, line)
+        if parsed is not None:
+            items.append(parsed[0])
+            cates.append(parsed[1])
+    return items, cates, errors, lines
+
+
+# ---- 2018 meta: JSON lines with a flat category path ----------------------------------------
+
+META_2018_SCHEMA = pa.schema([("asin", pa.string()), ("category", pa.list_(pa.string()))])
+
+
+def _leaves_fast(data: bytes) -> tuple[list[str], list[str], int] | None:
+    """(asins, category[-1] or '', lines) via pyarrow, or None when the per-line pass is needed."""
+    try:
+        table = _read_json_table(data, META_2018_SCHEMA)
+    except (pa.ArrowException, ValueError):
+        return None
+    asin = table.column("asin")
+    if asin.null_count:
+        return None  # a line without asin: the per-line pass names it
+    if table.num_rows == 0:
+        return [], [], 0
+    cat = table.column("category").combine_chunks()
+    if cat.values.null_count:
+        return None  # a null inside a list: the per-line pass names the line
+    offsets = cat.offsets.to_numpy()
+    values = cat.values.to_numpy(zero_copy_only=False)
+    has = np.diff(offsets) > 0
+    if cat.null_count:
+        has &= ~cat.is_null().to_numpy(zero_copy_only=False)
+    leaves = np.full(len(cat), "", dtype=object)
+    leaves[has] = values[offsets[1:][has] - 1]
+    leaves[pd.isna(leaves)] = ""
+    return asin.to_pylist(), leaves.tolist(), table.num_rows
+
+
+def _leaves_slow(data: bytes, errors: LineErrors) -> tuple[list[str], list[str], int]:
+    """Same as ``_leaves_fast`` with ``json.loads`` per line; bad lines raise or are counted."""
+    items: list[str] = []
+    cates: list[str] = []
+    for no, obj in _json_lines(data, errors):
+        asin, cat = obj.get("asin"), obj.get("category")
+        if not isinstance(asin, str):
+            errors.bad(no, "no 'asin'" if asin is None else f"'asin' is {asin!r}, expected a string")
+            continue
+        if cat is not None and not (isinstance(cat, list) and all(isinstance(c, str) for c in cat)):
+            errors.bad(no, f"'category' is {cat!r:.80}, expected a list of strings")
+            continue
+        items.append(asin)
+        cates.append(cat[-1] if cat else "")
+    lines = sum(1 for raw in io.BytesIO(data) if raw.strip())
+    return items, cates, lines
+
+
+def read_meta_2018(path: Path, policy: str) -> tuple[list[str], list[str], LineErrors, int]:
+    """(asins, categories, errors, lines read) of a 2018 meta file, in file order; categories are
+    ``category[-1]`` with HTML entities unescaped."""
+    errors = LineErrors(path, policy)
+    data = read_all_bytes(require_file(path, "Amazon meta file"), errors)
+    fast = _leaves_fast(data)
+    items, cates, lines = fast if fast is not None else _leaves_slow(data, errors)
+    unescaped = {c: html.unescape(c) for c in set(cates)}
+    return items, [unescaped[c] for c in cates], errors, lines
+
+
+def _first_wins(items: list[str], cates: list[str]) -> tuple[ItemMeta, int]:
+    """ItemMeta with the first line of each asin kept; also the number of dropped duplicates."""
+    item = _object_array(items)
+    cate = _object_array(cates)
+    dup = pd.Series(item, dtype=object).duplicated(keep="first").to_numpy()
+    n_dup = int(dup.sum())
+    if n_dup:
+        item, cate = item[~dup], cate[~dup]
+    return ItemMeta(item=item, cate=cate), n_dup
+
+
+# ---- the source ------------------------------------------------------------------------------
+
+
+@dataclass
+class AmazonSource(RealSource):
+    """Amazon reviews (behaviours) + meta (item categories) of one category and release."""
+
+    category: str = "Electronics"
+    release: int = 2014  # 2014 | 2018
+    category_path: str = "last"  # last: categories[-1][-1] (DIN code) | first: categories[0][-1] (DIEN code)
+
+    dataset_name = "amazon"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.release, str) and self.release.strip().isdigit():
+            self.release = int(self.release)
+        if isinstance(self.release, bool) or self.release not in RELEASES:
+            raise ConfigError(f"dataset.release={self.release!r}: expected one of {', '.join(map(str, RELEASES))}")
+        if self.category_path not in CATEGORY_PATHS:
+            raise ConfigError(f"dataset.category_path={self.category_path!r}: expected one of {', '.join(CATEGORY_PATHS)}")
+        if not isinstance(self.category, str) or not self.category or "/" in self.category:
+            raise ConfigError(f"dataset.category={self.category!r}: expected a category name such as Electronics")
+
+    # ---- file names ---------------------------------------------------------------------------
+    def _names(self) -> dict[str, str]:
+        """role -> official (gzipped) file name."""
+        reviews = f"reviews_{self.category}_5.json.gz" if self.release == 2014 else f"{self.category}_5.json.gz"
+        return {"reviews": reviews, "meta": f"meta_{self.category}.json.gz"}
+
+    def find_inputs(self, raw_dir: Path) -> dict[str, Path] | None:
+        """Each file gzipped or not (the gzipped one preferred); None unless both are there."""
+        found: dict[str, Path] = {}
+        for role, name in self._names().items():
+            candidates = [raw_dir / name, raw_dir / name.removesuffix(".gz")]
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                return None
+            found[role] = path
+        return found
+
+    def needed_files(self) -> list[str]:
+        return [f"{name} (or {name.removesuffix('.gz')})" for name in self._names().values()]
+
+    def remote_files(self) -> list[RemoteFile]:
+        names = self._names()
+        if self.release == 2014:
+            return [RemoteFile(n, URL_2014 + n, PAGE_2014) for n in names.values()]
+        return [
+            RemoteFile(names["reviews"], URL_2018_REVIEWS + names["reviews"], PAGE_2018),
+            RemoteFile(names["meta"], URL_2018_META + names["meta"], PAGE_2018),
+        ]
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _read_meta(self, path: Path) -> tuple[list[str], list[str], LineErrors, int]:
+        if self.release == 2014:
+            return read_meta_2014(path, self.on_bad_line, self.category_path)
+        return read_meta_2018(path, self.on_bad_line)
+
+    def read(self, inputs: dict[str, Path]) -> tuple[Events, ItemMeta | None, dict]:
+        """Reviews and meta are read at the same time: decompression and pyarrow release the GIL,
+        so the meta (in a second thread) mostly costs no extra wall time."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            meta_read = pool.submit(self._read_meta, Path(inputs["meta"]))
+            events, review_report = read_reviews(Path(inputs["reviews"]), self.on_bad_line)
+            items, cates, meta_errors, lines = meta_read.result()
+        meta, n_dup = _first_wins(items, cates)
+        del items, cates
+        reviewed = pd.unique(events.item)
+        with_meta = int((pd.Index(meta.item).get_indexer(reviewed) >= 0).sum())
+        report = {
+            "release": self.release,
+            "category_path": self.category_path,
+            "reviews_read": review_report["reviews"],
+            "meta_lines_read": lines,
+            "meta_items": len(meta.item),
+            "meta_duplicate_asins": n_dup,
+            "meta_items_without_category": int((meta.cate == "").sum()),
+            "reviewed_items": len(reviewed),
+            "reviewed_items_with_meta": with_meta,
+            "bad_lines": {"reviews": review_report["bad_lines"], "meta": meta_errors.report()},
+        }
+        return events, meta, report

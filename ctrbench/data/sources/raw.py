@@ -1,0 +1,159 @@
+"""The contract between a real dataset's file readers and the rest of the data path.
+
+A reader turns raw files into two tables of *raw keys* (strings or integers as they appear in the
+files), before any id is assigned:
+
+- ``Events``: one row per behaviour (a review, a rating, a click): user, item, time [, rating];
+- ``ItemMeta``: the category of each item that has metadata (items without it get the unknown
+  category 0 later, and are counted).
+
+``ctrbench.data.encode.encode`` then assigns dense ids and builds the per-user streams that the
+protocols read. ``LineErrors`` is the one policy for malformed input every reader follows:
+``on_bad_line=error`` (default) raises a one-line ``DataError`` naming the file and line;
+``on_bad_line=skip`` skips the line and counts it (the count and the first examples go into the
+dataset's manifest).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from ctrbench.errors import ConfigError, DataError
+
+BAD_LINE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class Events:
+    """Behaviours with raw keys; all columns the same length. ``time`` is an int64 order key
+    (seconds for real data); ties keep file order. ``rating`` is set by sources that have one."""
+
+    user: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+    rating: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def take(self, index: np.ndarray) -> "Events":
+        return Events(
+            user=self.user[index], item=self.item[index], time=self.time[index],
+            rating=None if self.rating is None else self.rating[index],
+        )
+
+
+@dataclass
+class ItemMeta:
+    """Category of each item with metadata (raw keys). Duplicate items: the first row wins."""
+
+    item: np.ndarray
+    cate: np.ndarray
+
+
+@dataclass
+class LineErrors:
+    """Counts (or raises on) malformed lines of one input file."""
+
+    path: Path
+    policy: str = "error"
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.policy not in BAD_LINE_POLICIES:
+            raise ConfigError(f"dataset.on_bad_line={self.policy!r}: expected one of {', '.join(BAD_LINE_POLICIES)}")
+
+    def bad(self, line_no: int, reason: str) -> None:
+        """Line ``line_no`` (1-based) of the file is malformed: raise, or count and go on."""
+        where = f"{self.path}, line {line_no}"
+        if self.policy == "error":
+            raise DataError(f"{where}: {reason} (set dataset.on_bad_line=skip to skip such lines)")
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"line {line_no}: {reason}")
+
+    def report(self) -> dict:
+        return {"file": str(self.path), "bad_lines_skipped": self.count, "examples": self.examples}
+
+
+def require_file(path: Path, what: str) -> Path:
+    """``path`` exists, is a file and is not empty; else a DataError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} '{path}' does not exist")
+    if not path.is_file():
+        raise DataError(f"{what} '{path}' is not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} '{path}' is empty")
+    return path
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed when it ends in ``.gz``."""
+    path = Path(path)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _gunzip(path: Path, out: io.BytesIO) -> None:
+    """Decompress every gzip member of ``path`` into ``out`` as the compressed bytes stream in, so
+    that a truncated file leaves everything before the damage in ``out``. Raises EOFError when the
+    stream ends inside a member, zlib.error when it is corrupt."""
+    d = zlib.decompressobj(wbits=31)
+    fed = False  # has the current member received any bytes?
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            while block:
+                out.write(d.decompress(block))
+                fed = True
+                if not d.eof:
+                    break
+                out.write(d.flush())
+                block, fed = d.unused_data, False
+                d = zlib.decompressobj(wbits=31)
+                if not block.strip(b"\0"):  # trailing zero padding after the last member
+                    block = b""
+    if fed and not d.eof:
+        raise EOFError("the stream ends inside a gzip member")
+
+
+def read_all_bytes(path: Path, errors: LineErrors | None = None) -> bytes:
+    """The whole (decompressed) content of ``path``. A truncated or corrupt gzip is a DataError;
+    with ``on_bad_line=skip`` the readable prefix is kept (its last, partial line dropped) and the
+    damage counted as one bad line."""
+    path = Path(path)
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    out = io.BytesIO()
+    try:
+        _gunzip(path, out)
+    except (EOFError, zlib.error) as e:
+        data = out.getvalue()
+        n_lines = data.count(b"\n")
+        reason = f"the gzip stream is truncated or corrupt ({type(e).__name__}: {e}) after {n_lines:,} complete lines"
+        if errors is None or errors.policy == "error":
+            raise DataError(f"{path}: {reason}; download the file again (or set dataset.on_bad_line=skip to keep the readable part)") from None
+        errors.bad(n_lines + 1, reason)
+        return data[: data.rfind(b"\n") + 1]
+    return out.getvalue()
+
+
+def iter_lines(path: Path, errors: LineErrors, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its newline) of every non-blank line. A line
+    that does not decode with ``encoding`` is a bad line."""
+    data = read_all_bytes(path, errors)
+    for no, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            yield no, raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            errors.bad(no, f"not valid {encoding} ({e.reason} at byte {e.start})")
