@@ -73,6 +73,12 @@ def print_help() -> None:
     g.add_column("options")
     g.add_column("default")
     for group, options in config_groups().items():
+        if not options:  # a folder of groups (conf/row/)
+            continue
+        if group.startswith("row/"):  # the rows of the +experiment tables: one line for all
+            if group == min(k for k in config_groups() if k.startswith("row/")):
+                g.add_row("+row", "<table>/<row>, e.g. din_table3/din_dice (conf/row/)", "set by +experiment=<table>")
+            continue
         if "/" in group:  # a nested group (dataset/protocol): each dataset config picks its default
             g.add_row(group, ", ".join(options), "set by the dataset")
             continue
@@ -152,6 +158,8 @@ def check_group_choices(args: list[str]) -> None:
     except HydraException as e:
         raise UserError(str(e).splitlines()[0]) from None
     groups = config_groups()
+    # +row=<table>/<row>: the rows of every table, one group folder per table
+    groups["row"] = [f"{g.split('/', 1)[1]}/{r}" for g, rows in groups.items() if g.startswith("row/") for r in rows]
     for o in parsed:
         group = o.key_or_group
         if group not in groups or o.value_type is None:

@@ -34,7 +34,9 @@ def _fmt(v) -> str:
 
 
 # ---- train ----------------------------------------------------------------------------------
-def run_train(cfg: DictConfig) -> dict:
+def run_train(cfg: DictConfig) -> float:
+    """Train one run. Returns the best **validation** GAUC, the objective a Hydra sweeper (Optuna:
+    ``+hparams_search=din_optuna``) maximises; the test split never enters a search."""
     from ctrbench.atomic import atomic_write_text
     from ctrbench.train.loop import Trainer
 
@@ -51,7 +53,8 @@ def run_train(cfg: DictConfig) -> dict:
     metrics = trainer.fit()
     console.print(results_table(metrics))
     console.print(f"run folder: {run_dir}")
-    return metrics
+    best = metrics.get("valid_best") or {}
+    return float(best.get("gauc", float("nan")))
 
 
 def results_table(m: dict) -> Table:
@@ -139,19 +142,34 @@ def run_evaluate(cfg: DictConfig) -> dict:
 # ---- table ----------------------------------------------------------------------------------
 def run_table(cfg: DictConfig):
     from ctrbench.report.collect import find_runs
-    from ctrbench.report.table import build_table, write_table
+    from ctrbench.report.table import FORMATS, build_table, write_table
 
     check_missing(cfg)
     paths = list(cfg.paths or [])
     if not paths:
         raise UserError("no run folder given: expected `ctrbench table PATH [PATH ...]` (a run or multirun folder)")
-    table = build_table(find_runs(paths))
-    _console().print(table.to_rich())
-    for note in table.notes:
-        _console().print(f"note: {note}")
     fmt = cfg.format
+    if fmt not in ("rich", None, *FORMATS):
+        raise ConfigError(f"format={fmt!r}: expected rich, {', '.join(FORMATS)}")
+    plot = bool(cfg.get("plot", False))
+    if plot:
+        from ctrbench.report.plots import require_matplotlib
+
+        require_matplotlib()  # a one-line error before any work when matplotlib is absent
+    table = build_table(find_runs(paths))
+    console = _console()
+    console.print(table.to_rich(notes=True))
     if fmt not in ("rich", None):
-        out = cfg.output or f"results.{'md' if fmt == 'markdown' else fmt}"
+        suffix = {"markdown": "md", "latex": "tex"}.get(fmt, fmt)
+        out = cfg.output or f"results.{suffix}"
         write_table(table, fmt, out)
-        _console().print(f"wrote {out}")
+        console.print(f"wrote {out}")
+    if plot:
+        from ctrbench.report.plots import write_plots
+
+        folder = Path(cfg.output).parent if cfg.output else Path.cwd()
+        written, warnings = write_plots(table, folder)
+        for w in warnings:
+            console.print(f"note: {w}", markup=False)
+        console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
     return table

@@ -96,3 +96,35 @@ def test_configs_found_from_an_installed_package():
     # conf_dir() finds conf/ in a checkout; the wheel ships the same files as ctrbench/conf.
     d = conf_dir()
     assert (d / "train.yaml").exists() and (d / "model" / "din.yaml").exists()
+
+
+def test_every_experiment_row_composes_with_its_model_act_and_reg():
+    """Each +experiment=<table> sweeps +row over its rows (and 5 seeds); each row picks the model,
+    act, reg and switches of the paper's row, and names itself in the run's metrics."""
+    expected = {
+        "din_table3/din_dice": ("din", "dice", "none"),
+        "din_table4/base_no_goods": ("base", "prelu", "none"),
+        "din_table4/base_mba": ("base", "prelu", "mba"),
+        "din_table5/din_mba_dice": ("din", "dice", "mba"),
+        "din_table5/deepfm": ("deepfm", "prelu", "dropout"),
+        "dien_table4/augru": ("dien", "prelu", "none"),
+    }
+    tables = [e for e in GROUPS["experiment"] if "table" in e]
+    assert set(tables) == {"din_table3", "din_table4", "din_table5", "dien_table2", "dien_table4"}
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for table in tables:
+            exp = compose(config_name="train", overrides=[f"+experiment={table}"], return_hydra_config=True)
+            params = exp.hydra.sweeper.params
+            assert params.seed == "1,2,3,4,5"
+            rows = params["+row"].split(",")
+            assert rows == [f"{table}/{r}" for r in GROUPS[f"row/{table}"]] or sorted(rows) == sorted(f"{table}/{r}" for r in GROUPS[f"row/{table}"])
+            for row in rows:
+                cfg = compose(config_name="train", overrides=[f"+experiment={table}", f"+row={row}"])
+                check_train(cfg)
+                assert cfg.experiment_name == table and cfg.row_name == row.split("/")[1]
+                if row in expected:
+                    assert (cfg.model.name, cfg.act.name, cfg.reg.name) == expected[row], row
+        no_goods = compose(config_name="train", overrides=["+experiment=din_table4", "+row=din_table4/base_no_goods"])
+        assert no_goods.model.use_item is False
+        augru = compose(config_name="train", overrides=["+experiment=dien_table4", "+row=dien_table4/augru"])
+        assert augru.model.evolution == "augru" and augru.model.aux_alpha == 0.0

@@ -79,3 +79,53 @@ def test_unknown_bad_line_policy_and_release_are_config_errors(tmp_path):
     for bad, word in (("dataset.on_bad_line=ignore", "on_bad_line"), ("dataset.release=2m", "dataset.release")):
         proc = ctrbench("prepare", "dataset=movielens_100k", f"dataset.raw_dir={raw}", bad, cwd=tmp_path, check=False)
         assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_fetch_resumes_checks_md5_and_unpacks(tmp_path, monkeypatch):
+    """A download continues a `.part` with a Range request, is checked against the published md5
+    and renamed into place; a zip is unpacked next to it."""
+    import hashlib
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ml-x/ratings.csv", "userId,movieId,rating,timestamp\n")
+    payload = buf.getvalue()
+    digest = hashlib.md5(payload).hexdigest()
+    (tmp_path / "x.zip.part").write_bytes(payload[:10])
+    seen = []
+
+    class Response(io.BytesIO):
+        def __init__(self, body, status):
+            super().__init__(body)
+            self.status, self.length = status, len(body)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    def fake_urlopen(request, timeout=None):
+        url = request.full_url
+        seen.append((url, request.get_header("Range")))
+        if url.endswith(".md5"):
+            return Response(f"{digest}  x.zip\n".encode(), 200)
+        rng = request.get_header("Range")
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        return Response(payload[start:], 206 if rng else 200)
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
+    remote = RemoteFile("x.zip", "https://example.org/x.zip", "https://example.org", md5_url="https://example.org/x.zip.md5")
+    download.fetch(remote, tmp_path)
+    assert (tmp_path / "x.zip").read_bytes() == payload and not (tmp_path / "x.zip.part").exists()
+    assert (tmp_path / "ml-x" / "ratings.csv").exists()
+    assert seen[0] == ("https://example.org/x.zip", "bytes=10-")
+    # a wrong published digest deletes the download and says so
+    (tmp_path / "x.zip").unlink()
+    bad = RemoteFile("x.zip", "https://example.org/x.zip", "https://example.org", md5="0" * 32)
+    (tmp_path / "x.zip.part").write_bytes(b"")
+    with pytest.raises(DataError, match="md5"):
+        download.fetch(bad, tmp_path)
+    assert not (tmp_path / "x.zip.part").exists() and not (tmp_path / "x.zip").exists()

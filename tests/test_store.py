@@ -53,7 +53,8 @@ def test_interrupted_prepare_leaves_nothing_trusted(tmp_path, monkeypatch):
         prepare(cfg, tmp_path)
     monkeypatch.undo()
     processed = tmp_path / "processed"
-    assert not processed.exists() or list(processed.iterdir()) == []
+    # only the (empty) lock file may remain: no dataset folder, no temporary folder
+    assert not processed.exists() or [p for p in processed.iterdir() if not p.name.endswith(".lock")] == []
     path, built = prepare(cfg, tmp_path)
     assert built and (path / "manifest.json").exists()
 
@@ -87,3 +88,27 @@ def test_force_rebuilds(tmp_path):
         store.load(path)
     path2, built = prepare(cfg, tmp_path, force=True)
     assert built and path2 == path and store.load(path)
+
+
+def _prepare_in_process(args):
+    data_dir, = args
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from conftest import tiny_dataset_cfg as cfg
+
+    path, built = prepare(cfg(), data_dir)
+    return str(path), built
+
+
+def test_concurrent_prepares_build_once(tmp_path):
+    """Two processes preparing the same dataset at once: one builds it (under the file lock), the
+    other waits and reuses it; one processed folder, no temporary leftovers."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_prepare_in_process, [(str(tmp_path),), (str(tmp_path),)])
+    assert len({p for p, _ in results}) == 1
+    assert sorted(b for _, b in results) == [False, True]
+    folders = [p for p in (tmp_path / "processed").iterdir() if not p.name.startswith(".")]
+    assert len(folders) == 1 and not [p for p in (tmp_path / "processed").iterdir() if ".tmp-" in p.name]

@@ -31,6 +31,7 @@ class RemoteFile:
     page: str
     md5: str | None = None
     size: int | None = None
+    md5_url: str | None = None  # where the source publishes the md5 (fetched with the file)
 
 
 def missing_files_error(dataset: str, raw_dir: Path, needed: list[str], remotes: list[RemoteFile], why: str) -> DataError:
@@ -48,6 +49,18 @@ def _md5(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _published_md5(url: str | None, timeout: float) -> str | None:
+    """The hex digest in a published ``.md5`` file (``<digest>  <name>``), or None."""
+    if url is None:
+        return None
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "ctrbench"}), timeout=timeout) as r:
+        words = r.read(4096).decode("ascii", "replace").split()
+    digest = next((w.lower() for w in words if len(w) == 32 and all(c in "0123456789abcdefABCDEF" for c in w)), None)
+    if digest is None:
+        raise DataError(f"{url} does not hold an md5 digest")
+    return digest
 
 
 def fetch(remote: RemoteFile, raw_dir: Path, timeout: float = 30.0) -> Path:
@@ -76,9 +89,10 @@ def fetch(remote: RemoteFile, raw_dir: Path, timeout: float = 30.0) -> Path:
                 bar.advance(task, len(block))
     if remote.size is not None and part.stat().st_size != remote.size:
         raise DataError(f"{part}: downloaded {part.stat().st_size:,} bytes, expected {remote.size:,}; run prepare again to resume")
-    if remote.md5 is not None and _md5(part) != remote.md5:
+    expected = remote.md5 or _published_md5(remote.md5_url, timeout)
+    if expected is not None and _md5(part) != expected:
         part.unlink()
-        raise DataError(f"{remote.name}: the download does not match its published md5 {remote.md5}; it was deleted, run prepare again")
+        raise DataError(f"{remote.name}: the download does not match its published md5 {expected}; it was deleted, run prepare again")
     os.replace(part, final)
     if final.suffix == ".zip":
         unpack_zip(final, raw_dir)

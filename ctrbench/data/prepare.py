@@ -7,6 +7,7 @@ therefore never reuses a stale cache.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -88,6 +89,33 @@ def prepare(dataset_cfg: DictConfig, data_dir: str | Path, force: bool = False) 
     target = store.dataset_dir(data_dir, name, content)
     if (target / store.MANIFEST).exists() and not force:
         return target, False
+    # Several processes (a parallel multirun, two shells) may want the same dataset: one builds it
+    # under a file lock, the others wait and then find it complete.
+    with dataset_lock(target):
+        if (target / store.MANIFEST).exists() and not force:
+            return target, False
+        return _build(dataset_cfg, source, content, target, force), True
+
+
+@contextlib.contextmanager
+def dataset_lock(target: Path):
+    """An exclusive lock on ``<target>.lock`` (POSIX ``flock``; released when the process dies)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (the atomic rename still keeps the folder whole)
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(dataset_cfg: DictConfig, source, content: dict, target: Path, force: bool) -> Path:
+    name = content["name"]
     if force and target.exists():
         import shutil
 
@@ -101,8 +129,8 @@ def prepare(dataset_cfg: DictConfig, data_dir: str | Path, force: bool = False) 
         "oracle": _oracle(splits),
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
-    store.write(target, content["name"], content, streams, item_cate, splits, extra)
-    return target, True
+    store.write(target, name, content, streams, item_cate, splits, extra)
+    return target
 
 
 def load_dataset(dataset_cfg: DictConfig, data_dir: str | Path, verify: bool = True) -> ProcessedDataset:

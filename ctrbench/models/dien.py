@@ -110,7 +110,7 @@ class DIEN(CTRModel):
         logits = self.mlp(x).squeeze(-1)
         aux = None
         if self.training and self.aux_alpha > 0 and batch.neg_hist_item is not None:
-            e_neg = torch.cat([self.emb.item(batch.neg_hist_item), self.emb.cate(batch.neg_hist_cate)], dim=-1)
+            e_neg = self.emb.embed(batch.neg_hist_item, batch.neg_hist_cate)
             aux = self.aux_alpha * auxiliary_loss(h, e_h, e_neg, mask, self.aux_net, self.aux_reduction)
         return ModelOutput(logits=logits, aux_loss=aux)
 

@@ -28,12 +28,14 @@ class BaseModel(CTRModel):
         mlp: Sequence[int] = (200, 80),
         pooling: str = "sum",
         use_user: bool = False,
+        use_item: bool = True,
     ) -> None:
         super().__init__()
         if pooling not in ("sum", "mean"):
             raise ValueError(f"model.pooling must be 'sum' or 'mean', got {pooling!r}")
         self.pooling = pooling
-        self.emb = ItemEmbeddings(vocab, embedding_dim, use_user)
+        self.use_item = use_item
+        self.emb = ItemEmbeddings(vocab, embedding_dim, use_user, use_item)
         in_dim = 2 * self.emb.item_dim + (embedding_dim if use_user else 0)
         self.mlp = MLP(in_dim, list(mlp), act)
 
@@ -44,4 +46,4 @@ class BaseModel(CTRModel):
         return ModelOutput(logits=self.mlp(x).squeeze(-1))
 
     def variant(self) -> dict:
-        return {"pooling": self.pooling}
+        return {"pooling": self.pooling, "use_item": self.use_item}

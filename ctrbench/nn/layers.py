@@ -56,14 +56,15 @@ def field_embedding(n: int, dim: int, field: str) -> nn.Embedding:
 class ItemEmbeddings(nn.Module):
     """Item and category tables shared by the target and the history (and an optional user table).
 
-    An item is represented as [e_item; e_cate] (2 * dim wide), as in the DIN and DIEN code.
+    An item is represented as [e_item; e_cate] (2 * dim wide), as in the DIN and DIEN code, or by
+    [e_cate] alone with ``use_item=False`` (the DIN paper's Table 4 row "without goods_ids feature").
     Row 0 of every table is padding / unknown; padded history positions are also zeroed by the mask.
     """
 
-    def __init__(self, vocab: Vocab, dim: int, use_user: bool = False) -> None:
+    def __init__(self, vocab: Vocab, dim: int, use_user: bool = False, use_item: bool = True) -> None:
         super().__init__()
         self.dim = dim
-        self.item = field_embedding(vocab.n_items, dim, "item")
+        self.item = field_embedding(vocab.n_items, dim, "item") if use_item else None
         self.cate = field_embedding(vocab.n_cates, dim, "cate")
         self.user = field_embedding(vocab.n_users, dim, "user") if use_user else None
         for table in self.tables():
@@ -76,13 +77,18 @@ class ItemEmbeddings(nn.Module):
 
     @property
     def item_dim(self) -> int:
-        return 2 * self.dim
+        return (2 if self.item is not None else 1) * self.dim
+
+    def embed(self, item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
+        if self.item is None:
+            return self.cate(cate)
+        return torch.cat([self.item(item), self.cate(cate)], dim=-1)
 
     def target(self, batch: Batch) -> torch.Tensor:
-        return torch.cat([self.item(batch.item), self.cate(batch.cate)], dim=-1)
+        return self.embed(batch.item, batch.cate)
 
     def history(self, batch: Batch) -> torch.Tensor:
-        e = torch.cat([self.item(batch.hist_item), self.cate(batch.hist_cate)], dim=-1)
+        e = self.embed(batch.hist_item, batch.hist_cate)
         return e * batch.hist_mask.unsqueeze(-1).to(e.dtype)
 
     def profile(self, batch: Batch) -> list[torch.Tensor]:

@@ -340,6 +340,11 @@ class Trainer:
             "act": cfg.act.name,
             "reg": cfg.reg.name,
             "seed": int(cfg.seed),
+            # which published table and row this run reproduces (set by +experiment / +row), and how
+            # the data were split: what `ctrbench table` matches against the published numbers
+            "experiment": cfg.get("experiment_name"),
+            "row": cfg.get("row_name"),
+            "protocol": self.dataset.manifest.get("protocol", {}).get("protocol"),
             "test": test,
             "valid_best": best,
             "oracle": {"test": oracle["test"], "valid": oracle.get("valid")} if oracle else None,

@@ -263,7 +263,8 @@ class MovieLensSource(RealSource):
         return [f"{name} (directly, or in the folder {folder}/ that {folder}.zip unpacks to)" for name in LAYOUT_FILES[self.layout]]
 
     def remote_files(self) -> list[RemoteFile]:
-        return [RemoteFile(name=f"ml-{self.release}.zip", url=URL.format(release=self.release), page=PAGE)]
+        url = URL.format(release=self.release)
+        return [RemoteFile(name=f"ml-{self.release}.zip", url=url, page=PAGE, md5_url=url + ".md5")]
 
     def read(self, inputs: dict[str, Path]) -> tuple[Events, ItemMeta, dict]:
         ratings_path, movies_path = Path(inputs["ratings"]), Path(inputs["movies"])
