@@ -37,3 +37,10 @@ def test_wheel_ships_and_finds_the_configs(tmp_path):
         cwd=cwd, env=env, check=True, capture_output=True, text=True,
     ).stdout
     assert "ctrbench.models.lr.LR" in out
+    # nested config groups (dataset protocols, the tables' rows) ship too
+    out = subprocess.run(
+        [sys.executable, "-m", "ctrbench", "train", "+experiment=din_table3", "+row=din_table3/din_dice",
+         "dataset=amazon_books", "--cfg", "job"],
+        cwd=cwd, env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    assert "row_name: din_dice" in out and "DIENProtocol" in out

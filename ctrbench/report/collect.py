@@ -26,6 +26,15 @@ class RunRecord:
     selection: str = "valid"
     train_samples_per_s: float | None = None
     raw: dict = field(default_factory=dict)
+    # set by +experiment=<table> / +row=<table>/<row> (null for runs outside a published table)
+    experiment: str | None = None
+    row: str | None = None
+    protocol: str | None = None  # din | dien | movielens | as_is (null: not recorded)
+    variant: dict | None = None  # the model's switches, activation and regularizer as trained
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / "history.csv"
 
 
 def _read(path: Path) -> RunRecord:
@@ -43,13 +52,19 @@ def _read(path: Path) -> RunRecord:
         seed=m["seed"], status=str(m.get("status", "completed")), test=m["test"] or {}, valid_best=m.get("valid_best"),
         oracle=m.get("oracle"), selection=str(m.get("selection", "valid")),
         train_samples_per_s=m.get("train_samples_per_s"), raw=m,
+        experiment=_opt_str(m.get("experiment")), row=_opt_str(m.get("row")), protocol=_opt_str(m.get("protocol")),
+        variant=m.get("variant") if isinstance(m.get("variant"), dict) else None,
     )
+
+
+def _opt_str(v) -> str | None:
+    return None if v is None else str(v)
 
 
 def _missing(job_dir: Path) -> RunRecord:
     """A multirun job folder with a composed config but no metrics.json: it did not finish."""
     names = {"dataset": "?", "model": "?", "act": "?", "reg": "?"}
-    seed = None
+    seed = experiment = row = None
     cfg_path = job_dir / ".hydra" / "config.yaml"
     try:
         from omegaconf import OmegaConf
@@ -58,9 +73,11 @@ def _missing(job_dir: Path) -> RunRecord:
         for k in names:
             names[k] = str(OmegaConf.select(cfg, f"{k}.name", default="?"))
         seed = OmegaConf.select(cfg, "seed", default=None)
+        experiment = _opt_str(OmegaConf.select(cfg, "experiment_name", default=None))
+        row = _opt_str(OmegaConf.select(cfg, "row_name", default=None))
     except Exception:  # an unreadable config still shows up as a missing run
         pass
-    return RunRecord(path=job_dir, seed=seed, status="missing", **names)
+    return RunRecord(path=job_dir, seed=seed, status="missing", experiment=experiment, row=row, **names)
 
 
 def find_runs(paths: list[str | Path]) -> list[RunRecord]:
