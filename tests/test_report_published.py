@@ -82,7 +82,7 @@ def test_lookup_other_data_is_shown_for_orientation_only():
     assert not s.comparable and s.published_dataset == "amazon_electronics" and "different data" in s.reason
     assert [c.label for c in s.columns] == ["paper", "authors' repo"]
     sample = pub.lookup("din_table3", "movielens_latest_small", "movielens")
-    assert not sample.comparable and sample.published_dataset == "amazon_electronics"
+    assert not sample.comparable and sample.published_dataset == "movielens_20m"  # the nearest published set
     alibaba = pub.lookup("din_table4", "synthetic")
     assert not alibaba.comparable and alibaba.published_dataset == "alibaba"
     # same dataset, another protocol: the DIEN protocol's Electronics is not the DIN paper's
@@ -102,3 +102,11 @@ def test_bars_x1_maps_only_the_rows_that_are_the_same_model():
     assert bars.mean("deepfm", "gauc") == 0.87889
     dien = [u for u in pub.unmapped("amazon_electronics_x1") if u["model"].startswith("DIEN")]
     assert dien and "aux" in dien[0]["note"] and dien[0]["values"]["gauc"]["mean"] == 0.885625
+
+
+def test_other_movielens_releases_are_shown_beside_movielens_20m():
+    from ctrbench.report.published import lookup
+
+    found = lookup("din_table3", "movielens_latest_small", "movielens")
+    assert found.published_dataset == "movielens_20m" and not found.comparable and "different data" in found.reason
+    assert lookup("din_table3", "synthetic", "din").published_dataset == "amazon_electronics"

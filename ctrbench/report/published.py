@@ -181,11 +181,21 @@ def lookup(table_id: str, dataset: str, protocol: str | None = None) -> Lookup:
                           f"different protocol: these runs used {protocol}, the published numbers {expected}",
                           expected, note)
         return Lookup(spec, dataset, ds, cols, True, None, expected, note)
-    ref = spec.reference_dataset
+    ref = _closest_reference(spec, ds)
     ref_entry = spec.datasets[ref]
     return Lookup(spec, dataset, ref, tuple(_columns(spec, ref)), False,
                   f"different data: the published numbers are on {ref}, these runs on {dataset}",
                   ref_entry.get("protocol"), ref_entry.get("note"))
+
+
+def _closest_reference(spec, ds: str) -> str:
+    """The published dataset nearest to ``ds`` in kind (another MovieLens release -> MovieLens-20M,
+    another Amazon category -> the table's Amazon set), else the table's reference dataset."""
+    family = ds.split("_")[0].lower()
+    for name in spec.datasets:
+        if name.split("_")[0].lower() == family and family in ("movielens", "amazon"):
+            return name
+    return spec.reference_dataset
 
 
 def unmapped(dataset: str | None = None) -> list[dict]:
