@@ -42,14 +42,15 @@ def test_prepare_and_train_movielens_100k_through_the_cli(tmp_path):
     assert "protocol movielens" in out and "built now" in out
     again = ctrbench("prepare", *args, cwd=tmp_path).stdout
     assert "cached" in again
-    [folder] = list((tmp_path / "data" / "processed").iterdir())
+    datasets = lambda: [p for p in (tmp_path / "data" / "processed").iterdir() if not p.name.startswith(".")]  # noqa: E731 (not the lock files)
+    [folder] = datasets()
     m = json.loads((folder / "manifest.json").read_text())
     assert m["protocol"]["protocol"] == "movielens" and m["rows"]["behaviours"] == sum(m["rows"][s] for s in ("train", "valid", "test"))
     assert m["config"]["inputs"] and "raw_dir" not in m["config"]["source"]
     # replacing a raw file changes the cache key: a new processed folder
     write_ml100k(raw, seed=1)
     ctrbench("prepare", *args, cwd=tmp_path)
-    assert len(list((tmp_path / "data" / "processed").iterdir())) == 2
+    assert len(datasets()) == 2
     ctrbench("train", *args, "model=din", "trainer.max_steps=5", "trainer.batch_size=16", "trainer.progress=false", "device=cpu", cwd=tmp_path)
 
 
