@@ -9,7 +9,6 @@ get it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -18,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctrbench.checksums import file_digest
 from ctrbench.errors import DataError
 
 
@@ -41,14 +41,6 @@ def missing_files_error(dataset: str, raw_dir: Path, needed: list[str], remotes:
     for r in remotes:
         lines.append(f"  - {r.name}: {r.url or r.page}" + ("" if r.url else " (manual download)"))
     return DataError("\n".join(lines))
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _published_md5(url: str | None, timeout: float) -> str | None:
@@ -90,7 +82,7 @@ def fetch(remote: RemoteFile, raw_dir: Path, timeout: float = 30.0) -> Path:
     if remote.size is not None and part.stat().st_size != remote.size:
         raise DataError(f"{part}: downloaded {part.stat().st_size:,} bytes, expected {remote.size:,}; run prepare again to resume")
     expected = remote.md5 or _published_md5(remote.md5_url, timeout)
-    if expected is not None and _md5(part) != expected:
+    if expected is not None and file_digest(part, "md5") != expected:
         part.unlink()
         raise DataError(f"{remote.name}: the download does not match its published md5 {expected}; it was deleted, run prepare again")
     os.replace(part, final)

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 import ctrbench
 from ctrbench.atomic import atomic_write_text
+from ctrbench.checksums import file_digest
 from ctrbench.data.schema import SPLITS, ProcessedDataset, Samples, Streams, Vocab
 from ctrbench.errors import DataError
 
@@ -45,14 +46,6 @@ def config_hash(config: dict) -> str:
 
 def dataset_dir(data_dir: str | Path, name: str, config: dict) -> Path:
     return Path(data_dir) / "processed" / f"{name}-{config_hash(config)}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write(
@@ -92,7 +85,7 @@ def write(
             "config_hash": config_hash(config),
             "vocab": vocab.__dict__,
             "rows": {"behaviours": streams.n_behaviours, **{s: len(splits[s]) for s in SPLITS}},
-            "checksums": {f: _sha256(tmp / f) for f in files},
+            "checksums": {f: file_digest(tmp / f) for f in files},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "ctrbench_version": ctrbench.__version__,
             **extra,
@@ -145,7 +138,7 @@ def load(path: str | Path, verify: bool = True) -> ProcessedDataset:
         fpath = path / fname
         if not fpath.exists():
             raise DataError(f"'{fpath}' is missing from the processed dataset; re-run `ctrbench prepare dataset=... force=true`")
-        if verify and _sha256(fpath) != digest:
+        if verify and file_digest(fpath) != digest:
             raise DataError(f"'{fpath}' does not match its checksum in {MANIFEST} (corrupted?); re-run `ctrbench prepare ... force=true`")
 
     def cols(fname: str) -> dict[str, np.ndarray]:

@@ -39,7 +39,6 @@ Speed: ``pyarrow.csv`` with typed columns; the ``^`` strings are split with
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctrbench.checksums import file_digest
 from ctrbench.data.download import RemoteFile
 from ctrbench.data.encode import dense_ids
 from ctrbench.data.schema import Samples, Streams
@@ -185,12 +185,6 @@ def read_rows(path: Path, errors: LineErrors) -> _Rows:
     )
 
 
-def md5_of(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _exclusive_cumsum(x: np.ndarray) -> np.ndarray:
@@ -320,7 +314,7 @@ class BarsSource(RealSource):
         errors = [LineErrors(p, self.on_bad_line) for p in paths]
         files = [read_rows(p, e) for p, e in zip(paths, errors)]
         data = import_rows(files)
-        md5 = {p.name: md5_of(p) for p in paths}
+        md5 = {p.name: file_digest(p, "md5") for p in paths}
         report = {
             "format": "BARS AmazonElectronics_x1 (" + ",".join(COLUMNS) + ")",
             "rows": {p.name: len(f) for p, f in zip(paths, files)},

@@ -130,6 +130,18 @@ class _MovieRows:
         self.items.append(movie)
         self.cates.append(cate)
 
+    def add_fields(self, no: int, fields: list[str], columns: Sequence[str], sep: str, errors: LineErrors) -> None:
+        """One ``id, title, genres`` line (movies.csv / movies.dat): the movie and its first genre,
+        or a bad line."""
+        if len(fields) != len(columns):
+            errors.bad(no, f"expected {len(columns)} {sep!r}-separated fields ({sep.join(columns)}), got {len(fields)}")
+            return
+        movie = parse_int(fields[0])
+        if movie is None:
+            errors.bad(no, f"{columns[0]}={fields[0]!r} is not an integer")
+            return
+        self.add(movie, first_genre(fields[2].split("|")))
+
     def meta(self, errors: LineErrors) -> ItemMeta:
         if not self.items:
             extra = f" ({errors.count} bad lines skipped)" if errors.count else ""
@@ -151,14 +163,7 @@ def read_movies_csv(path: Path, errors: LineErrors) -> ItemMeta:
         except csv.Error as e:
             errors.bad(no, f"not valid CSV ({e})")
             continue
-        if len(fields) != 3:
-            errors.bad(no, f"expected 3 comma-separated fields ({','.join(MOVIES_CSV_COLUMNS)}), got {len(fields)}")
-            continue
-        movie = parse_int(fields[0])
-        if movie is None:
-            errors.bad(no, f"movieId={fields[0]!r} is not an integer")
-            continue
-        rows.add(movie, first_genre(fields[2].split("|")))
+        rows.add_fields(no, fields, MOVIES_CSV_COLUMNS, ",", errors)
     return rows.meta(errors)
 
 
@@ -167,15 +172,7 @@ def read_movies_dat(path: Path, errors: LineErrors) -> ItemMeta:
     require_file(path, "input file")
     rows = _MovieRows(path)
     for no, line in iter_lines(path, errors, "latin-1"):
-        fields = line.split("::")
-        if len(fields) != 3:
-            errors.bad(no, f"expected 3 '::'-separated fields ({'::'.join(MOVIES_DAT_COLUMNS)}), got {len(fields)}")
-            continue
-        movie = parse_int(fields[0])
-        if movie is None:
-            errors.bad(no, f"MovieID={fields[0]!r} is not an integer")
-            continue
-        rows.add(movie, first_genre(fields[2].split("|")))
+        rows.add_fields(no, line.split("::"), MOVIES_DAT_COLUMNS, "::", errors)
     return rows.meta(errors)
 
 

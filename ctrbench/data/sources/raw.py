@@ -43,11 +43,6 @@ class Events:
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
-    def take(self, index: np.ndarray) -> "Events":
-        return Events(
-            user=self.user[index], item=self.item[index], time=self.time[index],
-            rating=None if self.rating is None else self.rating[index],
-        )
 
 
 @dataclass
