@@ -8,7 +8,9 @@
 
 Every command takes Hydra's override syntax, ``-m/--multirun``, ``--cfg job`` and ``--help``.
 User errors (an unknown option, a bad value, a missing file) are printed as one line, without a
-traceback, and exit with status 2.
+traceback, and exit with status 2. Ctrl-C exits with status 130 (training first saves its state and
+prints the command that resumes it). In a multirun of ``train`` a failing job does not stop the
+others: each failure is one line, and the sweep exits with status 1 when any job failed.
 """
 
 from __future__ import annotations
@@ -170,16 +172,36 @@ def check_group_choices(args: list[str]) -> None:
                 raise UserError(f"unknown {group} {v!r}: expected one of {', '.join(groups[group])}")
 
 
+def _is_multirun(args: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in args)
+
+
 def _run_hydra(command: str, task: Callable, args: list[str]) -> None:
     import hydra
 
+    multirun = command == "train" and _is_multirun(args)
+    if multirun:
+        from ctrbench.sweep import CALLBACK_OVERRIDE
+
+        args = [*args, CALLBACK_OVERRIDE]
     sys.argv = [f"ctrbench-{command}", *args]
     app = hydra.main(config_path=str(conf_dir()), config_name=command, version_base="1.3")(_guarded(command, task))
     app()
+    if multirun:
+        from ctrbench.sweep import take_last_sweep
+
+        sweep = take_last_sweep()
+        if sweep and sweep["failed"]:
+            n = len(sweep["failed"])
+            job, reason = sweep["failed"][0]
+            first = f"job {job.name}: {reason}" if n == 1 else f"the first, job {job.name}: {reason}"
+            _fail(command, f"{n} job{'s' if n > 1 else ''} of the sweep failed ({first}); the other jobs ran: "
+                           f"`ctrbench table {sweep['dir']}` lists every job", code=1)
 
 
 def _guarded(command: str, task: Callable) -> Callable:
-    """Run a command's task; print user errors as one line and exit 2."""
+    """Run a command's task; print user errors as one line and exit 2. In a multirun of ``train``,
+    a failing job is reported as one line and returns None, so the sweep goes on (``ctrbench.sweep``)."""
     from omegaconf import DictConfig
     from omegaconf.errors import OmegaConfBaseException
 
@@ -187,23 +209,147 @@ def _guarded(command: str, task: Callable) -> Callable:
         try:
             return task(cfg)
         except UserError as e:
+            if _in_multirun_job(command):
+                return _job_failed(command, str(e))
             _fail(command, str(e))
         except OmegaConfBaseException as e:
             key = getattr(e, "full_key", None)
             msg = str(e).splitlines()[0]
-            _fail(command, f"config error at '{key}': {msg}" if key else f"config error: {msg}")
-        except KeyboardInterrupt:
-            _fail(command, "interrupted", code=130)
+            msg = f"config error at '{key}': {msg}" if key else f"config error: {msg}"
+            if _in_multirun_job(command):
+                return _job_failed(command, msg)
+            _fail(command, msg)
+        except KeyboardInterrupt as e:
+            _fail(command, str(e) or "interrupted", code=130, prefix="" if str(e) else "error: ")
+        except Exception as e:
+            if not _in_multirun_job(command):
+                raise
+            import logging
+
+            logging.getLogger("ctrbench").exception("the job failed")  # an unexpected error: its traceback is logged
+            return _job_failed(command, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
     wrapper.__name__ = command
     wrapper.__module__ = __name__
     return wrapper
 
 
-def _fail(command: str, message: str, code: int = 2) -> None:
-    sys.stderr.write(f"ctrbench {command}: error: {message}\n")
+def _in_multirun_job(command: str) -> bool:
+    if command != "train":
+        return False
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _job_failed(command: str, message: str) -> None:
+    """Record a failed multirun job in its folder and say so in one line. The job returns None: the
+    basic and joblib launchers go on with the other jobs, and Optuna's sweeper marks the trial
+    failed ("Return value must be float-castable") and goes on (it would stop the search on a raised
+    error, and crash on NaN)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from ctrbench.sweep import record_job_failure
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    record_job_failure(run_dir, message)
+    first = message.splitlines()[0] if message else "failed"
+    sys.stderr.write(f"ctrbench {command}: error: job {HydraConfig.get().job.num} ({run_dir}) failed: {first}\n")
+    sys.stderr.flush()
+    return None
+
+
+def _fail(command: str, message: str, code: int = 2, prefix: str = "error: ") -> None:
+    sys.stderr.write(f"ctrbench {command}: {prefix}{message}\n")
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def resume_args(args: list[str]) -> list[str]:
+    """``trainer.resume`` for a single run: point Hydra's run folder at the run to continue (the
+    folder given, or, for ``auto``, the newest unfinished run with the same config under
+    ``trainer.runs_dir``), so the run continues in its own folder. A multirun takes only ``auto``:
+    each job continues its own folder (give ``hydra.sweep.dir=<the sweep's folder>``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return args  # Hydra reports it
+    value, keys = None, set()
+    for o in parsed:
+        keys.add(o.key_or_group)
+        if o.key_or_group == "trainer.resume" and not o.is_sweep_override():
+            v = o.value()
+            value = None if v is None else str(v)
+    if value in (None, "", "null"):
+        return args
+    if _is_multirun(args):
+        if value != "auto":
+            raise UserError(
+                f"trainer.resume={value} names one run, but this is a multirun: use trainer.resume=auto with "
+                f"hydra.sweep.dir=<the sweep's folder> (each job continues its own folder)"
+            )
+        return args
+    if "hydra.run.dir" in keys:
+        return args  # the run checks that the folder it was given is the one to resume
+    if value == "auto":
+        found = _find_unfinished([a for a in overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
+        if found is False:
+            return args
+        if found is None:
+            sys.stderr.write("ctrbench train: trainer.resume=auto: no unfinished run with this config: starting a new run\n")
+            return args
+        sys.stderr.write(f"ctrbench train: trainer.resume=auto: continuing {found.resolve()}\n")
+        return [*args, f"hydra.run.dir={_quote(str(found.resolve()))}"]
+    run = Path(value).expanduser()
+    if not run.is_dir():
+        raise UserError(f"trainer.resume={value}: no such run folder")
+    return [*args, f"hydra.run.dir={_quote(str(run.resolve()))}"]
+
+
+def distributed_rank_args(args: list[str]) -> list[str]:
+    """Under torchrun (``WORLD_SIZE`` > 1) only rank 0 keeps a run folder and logs: the other ranks
+    get a throwaway Hydra folder (unless one is given, e.g. by ``trainer.resume``), no ``.hydra``
+    copy and no log file; they write nothing else either (``ctrbench.train.distributed``)."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        raise UserError("RANK and WORLD_SIZE must be integers (torchrun sets them)") from None
+    if world <= 1:
+        return args
+    if _is_multirun(args):
+        raise UserError("a multirun (-m) cannot run under torchrun: launch one torchrun per run")
+    if rank == 0:
+        return args
+    import tempfile
+
+    out = [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        out.append(f"hydra.run.dir={_quote(tempfile.mkdtemp(prefix=f'ctrbench-rank{rank}-'))}")
+    return out
+
+
+def _find_unfinished(overrides: list[str]):
+    """The run ``trainer.resume=auto`` continues: a Path, None when there is none, False when the
+    config does not compose (Hydra then reports why)."""
+    from hydra import compose, initialize_config_dir
+
+    from ctrbench.train.resume import find_unfinished
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+        root = cfg.trainer.runs_dir
+    except Exception:  # noqa: BLE001 - a config that does not compose fails again, with Hydra's message
+        return False
+    return find_unfinished(root, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,12 +366,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest = split_args(command, rest)
         check_group_choices(rest)
+        if command == "train":
+            rest = resume_args(rest)
+            rest = distributed_rank_args(rest)
     except UserError as e:
         sys.stderr.write(f"ctrbench {command}: error: {e}\n")
         return 2
     from ctrbench import commands
 
-    _run_hydra(command, getattr(commands, f"run_{command}"), rest)
+    try:
+        _run_hydra(command, getattr(commands, f"run_{command}"), rest)
+    except KeyboardInterrupt:  # outside a task (while Hydra composes or launches)
+        sys.stderr.write(f"ctrbench {command}: error: interrupted\n")
+        return 130
     return 0
 
 

@@ -29,6 +29,13 @@ def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _main_rank() -> bool:
+    """False in the ranks other than 0 of a torchrun job (they print and write nothing)."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
 def _fmt(v) -> str:
     return "–" if v is None else f"{v:.4f}"
 
@@ -36,25 +43,65 @@ def _fmt(v) -> str:
 # ---- train ----------------------------------------------------------------------------------
 def run_train(cfg: DictConfig) -> float:
     """Train one run. Returns the best **validation** GAUC, the objective a Hydra sweeper (Optuna:
-    ``+hparams_search=din_optuna``) maximises; the test split never enters a search."""
+    ``+hparams_search=din_optuna``) maximises; the test split never enters a search.
+
+    ``trainer.resume=<run folder>`` continues that run in its own folder (the CLI points Hydra's
+    run folder at it); ``trainer.resume=auto`` continues this folder's run when it is unfinished with
+    the same config (the CLI first looks for the newest such run, see ``ctrbench.cli``)."""
     from ctrbench.atomic import atomic_write_text
     from ctrbench.train.loop import Trainer
 
     check_train(cfg)
     run_dir = _run_dir()
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     console = _console()
-    trainer = Trainer(cfg, run_dir, console=console)
+    main_rank = _main_rank()
+    trainer = Trainer(cfg, run_dir, console=console, command=train_command())
+    if trainer.plan == "completed":
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        log.info(f"{run_dir} has already completed with this config (trainer.resume=auto): not trained again")
+        console.print(results_table(metrics))
+        console.print(f"run folder: {run_dir}")
+        return float((metrics.get("valid_best") or {}).get("gauc", float("nan")))
+    if main_rank:
+        from ctrbench.run_folder import claim_run_folder
+
+        claim_run_folder(run_dir, resume=cfg.trainer.get("resume") not in (None, "", False))
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer.setup()
+    verb = "resuming" if trainer.plan == "resume" else "training"
     log.info(
-        f"{cfg.model.name} on {cfg.dataset.name}: {len(trainer.train_batches.user):,} training samples, "
+        f"{verb} {cfg.model.name} on {cfg.dataset.name}: {len(trainer.train_batches.user):,} training samples, "
         f"{trainer.total_steps:,} steps of {cfg.trainer.batch_size} on {trainer.device}; run folder {run_dir}"
     )
     metrics = trainer.fit()
-    console.print(results_table(metrics))
-    console.print(f"run folder: {run_dir}")
+    if main_rank:
+        console.print(results_table(metrics))
+        console.print(f"run folder: {run_dir}")
+    from ctrbench.train import distributed
+
+    distributed.teardown(trainer.dist)
     best = metrics.get("valid_best") or {}
     return float(best.get("gauc", float("nan")))
+
+
+# overrides that are left out of the command printed to resume a run: trainer.resume itself (the
+# resume command sets it) and the testing hooks (they would fail the resumed run again)
+_NOT_RESUMED = ("trainer.resume", "trainer.fault_injection")
+
+
+def train_command() -> str:
+    """The command line of this training job: ``ctrbench train`` and its task overrides (in a
+    multirun, the job's own values), without ``trainer.resume`` and the testing hooks."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra (the Python API)
+        overrides = []
+    kept = [o for o in overrides if not o.lstrip("+~").split("=", 1)[0].startswith(_NOT_RESUMED)]
+    return " ".join(["ctrbench", "train", *(shlex.quote(o) for o in kept)])
 
 
 def results_table(m: dict) -> Table:

@@ -3,7 +3,9 @@ the key, the bad value and what was expected, before any work starts."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+import math
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ctrbench.errors import ConfigError
 
@@ -18,13 +20,14 @@ def check_missing(cfg: DictConfig) -> None:
         raise ConfigError(f"missing config value '{missing[0]}' (set it on the command line: {missing[0]}=...)")
 
 
-def _int(cfg, key, minimum, optional=False):
+def _int(cfg, key, minimum, optional=False, maximum=None):
     v = _get(cfg, key)
     if v is None and optional:
         return
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
         extra = " or null" if optional else ""
-        raise ConfigError(f"{key}={v!r} is invalid: expected an integer >= {minimum}{extra}")
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{key}={v!r} is invalid: expected an integer {bound}{extra}")
 
 
 def _positive_float(cfg, key, optional=False):
@@ -38,7 +41,7 @@ def _positive_float(cfg, key, optional=False):
 
 def check_train(cfg: DictConfig) -> None:
     check_missing(cfg)
-    _int(cfg, "seed", 0)
+    _int(cfg, "seed", 0, maximum=2**63 - 1)  # what torch.manual_seed takes
     _int(cfg, "dataset.max_len", 1)
     _int(cfg, "trainer.batch_size", 1)
     _int(cfg, "trainer.eval_batch_size", 1)
@@ -50,12 +53,165 @@ def check_train(cfg: DictConfig) -> None:
     _int(cfg, "device.threads", 0)
     _positive_float(cfg, "trainer.grad_clip", optional=True)
     _positive_float(cfg, "optim.lr")
-    check_dataset(cfg)
+    from ctrbench.memory_budget import KEY, check_budget_value
+
+    check_budget_value(_get(cfg, KEY))
+    check_trainer_options(cfg)
+    check_model(cfg)
+    check_act(cfg)
+    check_reg(cfg)
+    check_dataset(cfg, missing_checked=True)
 
 
-def check_dataset(cfg: DictConfig) -> None:
-    check_missing(cfg)
+def check_dataset(cfg: DictConfig, missing_checked: bool = False) -> None:
+    if not missing_checked:
+        check_missing(cfg)
     _int(cfg, "dataset.max_len", 1)
     for key in ("dataset.name", "dataset.source", "dataset.protocol"):
         if _get(cfg, key) is None:
             raise ConfigError(f"missing config value '{key}' (the dataset config needs name, source and protocol)")
+
+
+# ---- the keys the fuzzing of docs/reliability.md (part 6) covers beyond the integers above ---------
+#
+# Each check applies only when the key is in the config (a model's own keys differ), names the key,
+# the bad value and what is expected, and runs before any data is read.
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _number(cfg, key, minimum=None, maximum=None, strict_min=False, optional=False) -> None:
+    """A finite number within [minimum, maximum] (``strict_min``: > minimum)."""
+    if not _has(cfg, key):
+        return
+    v = _get(cfg, key)
+    if v is None and optional:
+        return
+    ok = _is_number(v) and (minimum is None or (v > minimum if strict_min else v >= minimum)) and (maximum is None or v <= maximum)
+    if not ok:
+        lo = "" if minimum is None else (f" > {minimum}" if strict_min else f" >= {minimum}")
+        hi = "" if maximum is None else f" and <= {maximum}"
+        raise ConfigError(f"{key}={v!r} is invalid: expected a finite number{lo}{hi}{' or null' if optional else ''}")
+
+
+def _bool(cfg, key) -> None:
+    if _has(cfg, key) and not isinstance(_get(cfg, key), bool):
+        raise ConfigError(f"{key}={_get(cfg, key)!r} is invalid: expected true or false")
+
+
+def _choice(cfg, key, choices) -> None:
+    if _has(cfg, key) and _get(cfg, key) not in choices:
+        raise ConfigError(f"{key}={_get(cfg, key)!r} is invalid: expected one of {', '.join(map(str, choices))}")
+
+
+def _int_list(cfg, key, non_empty=False) -> None:
+    if not _has(cfg, key):
+        return
+    v = _get(cfg, key)
+    items = list(v) if isinstance(v, (ListConfig, list, tuple)) else None
+    if items is None or any(isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= MAX_WIDTH for x in items) or (non_empty and not items):
+        what = "a non-empty list" if non_empty else "a list"
+        raise ConfigError(f"{key}={_plain(v)!r} is invalid: expected {what} of layer widths (integers from 1 to {MAX_WIDTH}), e.g. [80, 40]")
+
+
+def _plain(v):
+    return OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v
+
+
+def _has(cfg, key) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False, default=None) if parent else cfg
+    return isinstance(node, DictConfig) and leaf in node
+
+
+def check_trainer_options(cfg: DictConfig) -> None:
+    """trainer.selection / progress / schedule.*, metric.gauc_weighting, device.* (the integers are
+    checked in ``check_train``)."""
+    from ctrbench.metrics import WEIGHTINGS
+
+    _choice(cfg, "trainer.selection", ("valid", "test_as_valid", "last"))
+    _bool(cfg, "trainer.progress")
+    _choice(cfg, "trainer.schedule.type", ("none", "exponential", "step"))
+    _number(cfg, "trainer.schedule.gamma", 0, strict_min=True)
+    if _has(cfg, "trainer.schedule.every_steps"):
+        _int(cfg, "trainer.schedule.every_steps", 1)
+    if _has(cfg, "trainer.schedule.every_epochs"):
+        _int(cfg, "trainer.schedule.every_epochs", 1, optional=True)
+    _choice(cfg, "metric.gauc_weighting", WEIGHTINGS)
+    _choice(cfg, "device.type", ("auto", "cpu", "cuda"))
+    threads = _get(cfg, "device.threads")
+    if isinstance(threads, int) and threads > MAX_THREADS:
+        raise ConfigError(f"device.threads={threads!r} is invalid: expected an integer from 0 (all cores) to {MAX_THREADS}")
+    _bool(cfg, "device.tune_malloc")
+
+
+MAX_THREADS = 4096
+MAX_WIDTH = 65536  # an embedding or layer width beyond any CTR model (and a tensor size that always fits)
+
+
+def check_model(cfg: DictConfig) -> None:
+    """The keys of the model configs (each only when the chosen model has it)."""
+    from ctrbench.models.pnn import PRODUCTS
+    from ctrbench.nn.attention import ATTENTION_INPUTS
+    from ctrbench.nn.sequence import AUGRU_FORMULAS, EVOLUTIONS
+
+    for key in ("model.embedding_dim", "model.hidden"):
+        if _has(cfg, key):
+            _int(cfg, key, 1, maximum=MAX_WIDTH)
+    if _has(cfg, "model.n_buckets"):
+        _int(cfg, "model.n_buckets", 1, maximum=2**31 - 1)
+    _int_list(cfg, "model.mlp")
+    _int_list(cfg, "model.aux_hidden")
+    uses_attention_mlp = _get(cfg, "model.name") == "din" or _get(cfg, "model.attention") == "mlp"
+    _int_list(cfg, "model.attention_hidden", non_empty=uses_attention_mlp)
+    for key in ("model.attention_softmax", "model.use_user", "model.use_item"):
+        _bool(cfg, key)
+    _choice(cfg, "model.pooling", ("sum", "mean"))
+    _choice(cfg, "model.attention_inputs", ATTENTION_INPUTS)
+    _choice(cfg, "model.product", PRODUCTS)
+    _choice(cfg, "model.evolution", EVOLUTIONS)
+    _choice(cfg, "model.attention", ("bilinear", "mlp"))
+    _choice(cfg, "model.augru_formula", AUGRU_FORMULAS)
+    _choice(cfg, "model.aux_net", ("inner", "mlp"))
+    _choice(cfg, "model.aux_reduction", ("paper", "mean"))
+    _choice(cfg, "model.mlp_inputs", ("paper", "code"))
+    _number(cfg, "model.aux_alpha", 0)
+
+
+def check_act(cfg: DictConfig) -> None:
+    """The keys of the activation configs."""
+    from ctrbench.nn.activations import DICE_MODES
+
+    _bool(cfg, "act.in_attention")
+    _number(cfg, "act.init")
+    _number(cfg, "act.alpha_init")
+    _number(cfg, "act.eps", 0, strict_min=True)
+    _number(cfg, "act.momentum", 0, 1, strict_min=True)
+    _choice(cfg, "act.mode", DICE_MODES)
+
+
+def check_reg(cfg: DictConfig) -> None:
+    """The regularizer's keys: constructed here directly (it needs no data), so its own checks
+    give their one-line ConfigError; through ``hydra.utils.instantiate`` (as the trainer builds it)
+    they would come wrapped in Hydra's InstantiationException, which the CLI shows as a traceback."""
+    node = _get(cfg, "reg")
+    if not isinstance(node, DictConfig):
+        return
+    _bool(cfg, "reg.include_dense")
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    kwargs.pop("name", None)
+    target = kwargs.pop("_target_", None)
+    if not target:
+        raise ConfigError("'reg' has no _target_ (the regularizer class)")
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except Exception as e:  # noqa: BLE001 - hydra raises several kinds
+        raise ConfigError(f"'reg._target_': cannot import {target!r} ({str(e).splitlines()[0]})") from None
+    try:
+        cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"'reg' does not fit {target}: {e}") from None

@@ -58,6 +58,14 @@ def test_frequencies_count_targets_and_history_windows():
     assert n["user"].tolist() == [0, 2, 1]
 
 
+def test_frequencies_count_windowed_histories():
+    ds = hand_dataset()
+    # hist_start: (u1, 1..3) is history [4, 3]; (u1, 0..1) is [3]; (u2, 1..1) is empty
+    ds.splits["train"].hist_start = np.array([0, 1, 1])
+    assert history_window_counts(ds, max_len=10).tolist() == [1, 1, 1, 0, 0]
+    assert history_window_counts(ds, max_len=1).tolist() == [1, 0, 1, 0, 0]  # the last 1 of [4, 3] is 3
+
+
 def test_mba_gradient_is_lambda_w_over_n_for_rows_in_the_batch_only():
     ds, model = hand_dataset(), Tiny()
     reg = MBA(lam=0.01)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ctrbench.data.protocols import DINProtocol
 from ctrbench.data.sources.bars import AsIsProtocol, BarsSource
@@ -150,3 +151,57 @@ def test_missing_files_point_to_the_page(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(DataError, match=r"(?s)train\.csv.*reczoo/Datasets.*manual download"):
         source(tmp_path / "raw", tmp_path)
+
+
+# Rows with unrelated histories (the peers' speed-benchmark files): user 10 has two events whose
+# histories are not prefixes of one another; each event's positive and negative share a history,
+# and the negatives come in a block after the positives (not next to their positive).
+UNRELATED_TRAIN = HEADER + """1,10,7,1,5^6,1^1
+1,10,9,2,8,2
+1,3,2,3,7,1
+0,10,4,3,5^6,1^1
+0,10,3,2,8,2
+0,3,6,3,7,1
+"""
+UNRELATED_TEST = HEADER + """1,10,8,2,9^5^6,2^1^1
+0,10,2,3,9^5^6,2^1^1
+1,3,5,1,,
+0,3,9,2,,
+"""
+
+
+def test_histories_rows_keeps_each_rows_own_history_and_shares_equal_ones(tmp_path):
+    from ctrbench.data.batches import Batcher
+    from ctrbench.data.schema import ProcessedDataset, Vocab
+
+    raw = write_pair(tmp_path / "raw", UNRELATED_TRAIN, UNRELATED_TEST)
+    with pytest.raises(DataError, match="histories=rows"):
+        build(raw, tmp_path)  # the default layout verifies prefixes
+    src = source(raw, tmp_path, histories="rows")
+    streams, item_cate, splits, info = src.build(AsIsProtocol(valid="none"))
+    assert len(splits["valid"]) == 0 and len(splits["train"]) == 6
+    # distinct histories: user 3: [7]; user 10: [5,6], [8], [9,5,6]  ->  7 behaviours, not 12
+    assert streams.n_behaviours == 1 + 2 + 1 + 3
+    ds = ProcessedDataset(
+        "t", Vocab(len(streams.offsets) - 1, len(item_cate), int(item_cate.max()) + 1), streams, item_cate, splits
+    )
+    items = {}  # raw item id -> dense id: sorted raw order 2,3,4,5,6,7,8,9 -> 1..8
+    for raw_id, dense in zip([2, 3, 4, 5, 6, 7, 8, 9], range(1, 9)):
+        items[raw_id] = dense
+    for split, expected in (
+        ("train", [[5, 6], [8], [7], [5, 6], [8], [7]]),
+        ("test", [[9, 5, 6], [9, 5, 6], [], []]),
+    ):
+        b = Batcher(ds, split, 16, max_len=10).gather(torch.arange(len(splits[split])))
+        got = [[int(i) for i, m in zip(row, mask) if m] for row, mask in zip(b.hist_item, b.hist_mask)]
+        assert got == [[items[i] for i in h] for h in expected]
+    # max_len keeps the most recent behaviours of the row's own window
+    b = Batcher(ds, "test", 16, max_len=2).gather(torch.arange(2))
+    assert [[int(i) for i, m in zip(row, mask) if m] for row, mask in zip(b.hist_item, b.hist_mask)] == [[items[5], items[6]]] * 2
+
+
+def test_histories_layout_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="dataset.source.histories"):
+        BarsSource(raw_dir=str(tmp_path), download=False, histories="nope")
+    with pytest.raises(ConfigError, match="dataset.protocol.valid"):
+        AsIsProtocol(valid="sometimes")

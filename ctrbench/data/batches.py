@@ -3,18 +3,23 @@
 No per-sample Python and no per-row Dataset + collate: a batch is a vector of sample indices, and
 its histories are one gather from the flat behaviour stream:
 
-    start_b = offsets[user_b] + max(hist_end_b - max_len, 0)      (the most recent max_len behaviours)
-    len_b   = min(hist_end_b, max_len)
+    start_b = offsets[user_b] + max(hist_start_b, hist_end_b - max_len)   (the most recent max_len behaviours;
+    len_b   = hist_end_b - (start_b - offsets[user_b])                     hist_start_b = 0 unless windowed)
     hist[b, j] = stream[start_b + j]  for j < len_b, else 0       (post-padding, oldest first)
 
 With ``bucket > 1`` a shuffled epoch is cut into chunks of ``bucket`` batches and each chunk is
 sorted by history length before it is cut into batches (whose order is then shuffled), so that
 little of a batch is padding while batches stay random.
+
+Training order is a pure function of ``(seed, epoch)``, and DIEN's negative behaviours of the i-th
+batch of an epoch are drawn from a generator seeded by ``(seed, epoch, i)``: the Batcher holds no
+state besides its epoch, so a resumed run skips the batches it has done (``iterate(start=k)``) and
+sees exactly the batches, negatives included, that an uninterrupted run sees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -35,7 +40,10 @@ class Batcher:
         seed: int = 0,
         drop_last: bool = False,
         negative_history: bool = False,
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """``shard``: maps a batch's indices to this process's part of them (distributed training:
+        every rank walks the same batches and gathers only its slice)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
         if not isinstance(max_len, int) or max_len < 1:
@@ -52,6 +60,7 @@ class Batcher:
         self.seed = seed
         self.epoch = 0
         self.negative_history = negative_history
+        self.shard = shard
         self._item_cate = torch.from_numpy(np.array(dataset.item_cate, dtype=np.int64))
         self._n_items = len(dataset.item_cate)
         st = dataset.streams
@@ -65,8 +74,10 @@ class Batcher:
         self.cate = torch.from_numpy(s.cate.astype(np.int64))
         self.label = torch.from_numpy(s.label.astype(np.float32))
         hist_end = torch.from_numpy(s.hist_end.astype(np.int64))
-        self.hist_len = torch.clamp(hist_end, max=max_len)
-        self.hist_start = self._offsets[self.user] + (hist_end - self.hist_len)
+        first = torch.from_numpy(s.history_start().astype(np.int64))  # 0 unless the source stores windows
+        begin = torch.maximum(first, hist_end - max_len)
+        self.hist_len = torch.clamp(hist_end - begin, min=0)
+        self.hist_start = self._offsets[self.user] + begin
         self.n = len(s)
 
     def __len__(self) -> int:
@@ -90,8 +101,9 @@ class Batcher:
             perm = perm[torch.argsort(key, stable=True)]
         return perm
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        """Index tensors of the batches of the current epoch."""
+    def batches(self, start: int = 0) -> Iterator[torch.Tensor]:
+        """Index tensors of the batches of the current epoch, from its ``start``-th batch on (the
+        earlier ones are skipped without being gathered)."""
         order = self.order()
         starts = list(range(0, self.n, self.batch_size))
         if self.drop_last and self.n % self.batch_size:
@@ -99,11 +111,27 @@ class Batcher:
         if self.shuffle and self.bucket > 1:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7)
             starts = [starts[i] for i in torch.randperm(len(starts), generator=g).tolist()]
-        for s in starts:
+        for s in starts[start:]:
             yield order[s : s + self.batch_size]
 
-    def gather(self, idx: torch.Tensor) -> Batch:
-        """The Batch of the samples ``idx`` (any order, any size)."""
+    def batch_seed(self, i: int) -> int:
+        """The seed of the random draws (DIEN's negatives) of the i-th batch of the current epoch."""
+        return ((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i) % (2**63 - 1) + 1
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, Batch]]:
+        """``(indices, Batch)`` of the current epoch from its ``start``-th batch on; the i-th batch's
+        negatives come from a generator seeded by ``batch_seed(i)``."""
+        gen = torch.Generator() if self.negative_history else None
+        for i, idx in enumerate(self.batches(start), start):
+            if self.shard is not None:
+                idx = self.shard(idx)
+            if gen is not None:
+                gen.manual_seed(self.batch_seed(i))
+            yield idx, self.gather(idx, generator=gen)
+
+    def gather(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
+        """The Batch of the samples ``idx`` (any order, any size); ``generator`` draws the negative
+        behaviours when they are asked for (torch's global generator when None)."""
         hist_len = self.hist_len[idx]
         L = max(int(hist_len.max()), 1) if len(idx) else 1
         j = torch.arange(L)
@@ -112,7 +140,7 @@ class Batcher:
         hist_item = self._s_item[pos]
         neg_item = neg_cate = None
         if self.negative_history:
-            neg_item, neg_cate = self.negative_behaviours(hist_item, mask)
+            neg_item, neg_cate = self.negative_behaviours(hist_item, mask, generator)
         return Batch(
             user=self.user[idx],
             item=self.item[idx],
@@ -126,18 +154,20 @@ class Batcher:
             neg_hist_cate=neg_cate,
         )
 
-    def negative_behaviours(self, hist_item: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def negative_behaviours(
+        self, hist_item: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """DIEN's auxiliary negatives: for every real history position an item drawn uniformly from
         the vocabulary other than the item at that position (a clash moves to the next id), with its
-        own category; 0 at padded positions. Drawn from torch's global generator (seeded per run)."""
+        own category; 0 at padded positions. Drawn from ``generator`` (training: one seeded per
+        batch, see ``iterate``), else from torch's global generator."""
         if self._n_items < 3:
             raise ConfigError("DIEN's negative behaviours need at least 2 items in the vocabulary")
-        neg = torch.randint(1, self._n_items, hist_item.shape)
+        neg = torch.randint(1, self._n_items, hist_item.shape, generator=generator)
         clash = neg == hist_item
         neg = torch.where(clash, neg % (self._n_items - 1) + 1, neg)
         neg = neg * mask
         return neg, self._item_cate[neg]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Batch]]:
-        for idx in self.batches():
-            yield idx, self.gather(idx)
+        return self.iterate(0)

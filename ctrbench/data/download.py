@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctrbench.atomic import atomic_path
 from ctrbench.checksums import file_digest
 from ctrbench.errors import DataError
 
@@ -102,11 +103,8 @@ def unpack_zip(path: Path, into: Path) -> None:
                 if member.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(target.name + ".part")
-                with z.open(member) as src, open(tmp, "wb") as dst:
+                with atomic_path(target) as tmp, z.open(member) as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                os.replace(tmp, target)
     except zipfile.BadZipFile as e:
         raise DataError(f"{path} is not a valid zip archive ({e}); delete it and run prepare again") from None
 

@@ -3,11 +3,15 @@
 The cache key is a hash of the content-defining config: the dataset's name, its ``source`` and its
 ``protocol`` sections (not ``max_len``, which only changes what the Batcher reads). A changed config
 therefore never reuses a stale cache.
+
+A cached dataset whose files no longer match their checksums (a flipped bit, a truncated copy) is
+not an error for ``load_dataset``: it logs a warning naming the file and rebuilds the dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 
@@ -17,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctrbench.data import store
 from ctrbench.data.schema import SPLITS, ProcessedDataset
-from ctrbench.errors import ConfigError
+from ctrbench.errors import ConfigError, CorruptFile
+
+log = logging.getLogger("ctrbench")
 
 
 # Source settings that say where files are or how to fetch them, not what the data is.
@@ -72,28 +78,32 @@ def _stats(streams, splits) -> dict:
         "users_with_behaviours": int(lengths.size),
         "behaviours_per_user": {q: float(np.percentile(lengths, p)) for q, p in (("p50", 50), ("p90", 90), ("max", 100))},
         "train_history_length": (
-            {q: float(np.percentile(splits["train"].hist_end, p)) for q, p in (("p10", 10), ("p50", 50), ("p90", 90), ("max", 100))}
+            {q: float(np.percentile(splits["train"].hist_end - splits["train"].history_start(), p)) for q, p in (("p10", 10), ("p50", 50), ("p90", 90), ("max", 100))}
             if len(splits["train"]) else None
         ),
         "positive_rate": {s: float(splits[s].label.mean()) if len(splits[s]) else None for s in SPLITS},
     }
 
 
-def prepare(dataset_cfg: DictConfig, data_dir: str | Path, force: bool = False) -> tuple[Path, bool]:
-    """Make sure the processed dataset exists; returns (its folder, whether it was built now)."""
+def prepare(dataset_cfg: DictConfig, data_dir: str | Path, force: bool = False, repair: bool = False) -> tuple[Path, bool]:
+    """Make sure the processed dataset exists; returns (its folder, whether it was built now).
+    ``repair``: also check the cached dataset's checksums (under the lock) and rebuild it when
+    they do not match."""
     name = content_config(dataset_cfg)["name"]
     source = _construct(dataset_cfg.source, "dataset.source")
     if hasattr(source, "locate"):  # a real source: find (or download) its raw files first
         source.locate(data_dir, name)
     content = content_config(dataset_cfg, source)
     target = store.dataset_dir(data_dir, name, content)
-    if (target / store.MANIFEST).exists() and not force:
+    if (target / store.MANIFEST).exists() and not force and not repair:
         return target, False
     # Several processes (a parallel multirun, two shells) may want the same dataset: one builds it
     # under a file lock, the others wait and then find it complete.
     with dataset_lock(target):
         if (target / store.MANIFEST).exists() and not force:
-            return target, False
+            if not repair or store.is_intact(target):  # another process may have repaired it already
+                return target, False
+            force = True
         return _build(dataset_cfg, source, content, target, force), True
 
 
@@ -134,6 +144,14 @@ def _build(dataset_cfg: DictConfig, source, content: dict, target: Path, force: 
 
 
 def load_dataset(dataset_cfg: DictConfig, data_dir: str | Path, verify: bool = True) -> ProcessedDataset:
-    """Prepare on demand, then load."""
-    path, _ = prepare(dataset_cfg, data_dir)
+    """Prepare on demand, then load. A cached dataset that fails its checksums is rebuilt (with a
+    warning naming the damaged file); one that fails them right after being built is an error."""
+    path, built = prepare(dataset_cfg, data_dir)
+    try:
+        return store.load(path, verify=verify)
+    except CorruptFile as e:
+        if built:
+            raise
+        log.warning(f"the cached processed dataset is damaged: {e.reason}; rebuilding {path}")
+    path, _ = prepare(dataset_cfg, data_dir, repair=True)
     return store.load(path, verify=verify)

@@ -15,6 +15,7 @@ early stopping and model selection, so that the test split is never used to pick
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,10 +79,11 @@ class DINProtocol:
     name = "din"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.valid_positions, int) or self.valid_positions < 0:
+        _check_seed(self.seed)
+        if not _is_int(self.valid_positions) or self.valid_positions < 0:
             raise ConfigError(f"dataset.protocol.valid_positions must be an integer >= 0, got {self.valid_positions!r}")
-        if self.min_behaviours < 3:
-            raise ConfigError(f"dataset.protocol.min_behaviours must be >= 3 for the DIN protocol, got {self.min_behaviours}")
+        if not _is_int(self.min_behaviours) or self.min_behaviours < 3:
+            raise ConfigError(f"dataset.protocol.min_behaviours must be an integer >= 3 for the DIN protocol, got {self.min_behaviours!r}")
 
     def build(self, streams: Streams, item_cate: np.ndarray) -> tuple[dict[str, Samples], dict]:
         n_items = len(item_cate)
@@ -151,8 +153,17 @@ def _split_users(users: np.ndarray, fractions: tuple[float, float], rng: np.rand
 
 
 def _check_fraction(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
         raise ConfigError(f"dataset.protocol.{name} must be a number in [0, 1), got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_seed(seed) -> None:
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"dataset.protocol.seed must be an integer >= 0, got {seed!r}")
 
 
 def sample_popular_negatives(positives: np.ndarray, streams: Streams, rng: np.random.Generator, max_rounds: int = 1000) -> np.ndarray:
@@ -192,9 +203,10 @@ class DIENProtocol:
     name = "dien"
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _check_fraction("test_fraction", self.test_fraction)
         _check_fraction("valid_fraction", self.valid_fraction)
-        if not isinstance(self.min_behaviours, int) or self.min_behaviours < 2:
+        if not _is_int(self.min_behaviours) or self.min_behaviours < 2:
             raise ConfigError(f"dataset.protocol.min_behaviours must be an integer >= 2 for the DIEN protocol, got {self.min_behaviours!r}")
 
     def build(self, streams: Streams, item_cate: np.ndarray) -> tuple[dict[str, Samples], dict]:
@@ -243,8 +255,12 @@ class MovieLensProtocol:
     name = "movielens"
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _check_fraction("test_fraction", self.test_fraction)
         _check_fraction("valid_fraction", self.valid_fraction)
+        r = self.positive_min_rating
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+            raise ConfigError(f"dataset.protocol.positive_min_rating must be a finite number, got {r!r}")
 
     def build(self, streams: Streams, item_cate: np.ndarray) -> tuple[dict[str, Samples], dict]:
         if streams.rating is None:

@@ -5,7 +5,10 @@ Ids are dense integers from 1 in every id space (user, item, category); 0 is pad
 A processed dataset stores each user's time-ordered behaviour stream once, in CSR layout
 (``offsets`` into flat ``item`` / ``cate`` / ``time`` arrays). A sample is a row
 ``(user, item, cate, label, hist_end)``: its history is the first ``hist_end`` behaviours of that
-user's stream, of which a model sees the most recent ``max_len``.
+user's stream, of which a model sees the most recent ``max_len``. A source whose rows carry
+histories that are not prefixes of one stream per user (BARS files written by other generators)
+adds ``hist_start``: the history is then behaviours ``hist_start .. hist_end - 1`` of the user's
+stream, each distinct history stored once.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class Streams:
 @dataclass
 class Samples:
     """One split's sample table (columns of equal length). ``score`` is optional: the known click
-    probability of a synthetic sample (its Bayes-optimal score), absent for real data."""
+    probability of a synthetic sample (its Bayes-optimal score), absent for real data.
+    ``hist_start`` is optional: where the history starts in the user's stream (0 when absent)."""
 
     user: np.ndarray
     item: np.ndarray
@@ -60,15 +64,21 @@ class Samples:
     label: np.ndarray
     hist_end: np.ndarray
     score: np.ndarray | None = None
+    hist_start: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
     def columns(self) -> dict[str, np.ndarray]:
         out = {c: getattr(self, c) for c in SAMPLE_COLUMNS}
-        if self.score is not None:
-            out["score"] = self.score
+        for optional in ("score", "hist_start"):
+            if getattr(self, optional) is not None:
+                out[optional] = getattr(self, optional)
         return out
+
+    def history_start(self) -> np.ndarray:
+        """Where each sample's history starts in its user's stream (zeros without ``hist_start``)."""
+        return self.hist_start if self.hist_start is not None else np.zeros(len(self), dtype=np.int64)
 
     def take(self, index: np.ndarray) -> "Samples":
         return Samples(

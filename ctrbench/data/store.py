@@ -4,14 +4,17 @@ Layout of ``<data_dir>/processed/<name>-<hash>/``:
 
     behaviours.parquet   user, item, cate, time [, rating]   (sorted by user, then time: the CSR streams)
     items.parquet        item, cate               (category of every item id, 0 = padding)
-    train.parquet        user, item, cate, label, hist_end [, score]
+    train.parquet        user, item, cate, label, hist_end [, score] [, hist_start]
     valid.parquet        (same)
     test.parquet         (same)
     manifest.json        config, vocab sizes, row counts, sha256 of every file, versions, stats
 
 A dataset is written into a temporary sibling folder and renamed into place only when complete,
 so an interrupted ``prepare`` never leaves a folder that ``load`` would trust: ``load`` requires
-``manifest.json`` (written last) and checks every file's checksum against it.
+``manifest.json`` (written last) and checks every file's checksum against it. The manifest carries
+a checksum of its own content too (``manifest_sha256``), so a damaged manifest is caught as well.
+A mismatch is a ``CorruptFile`` naming the file, the expected and the found digest;
+``prepare.load_dataset`` then rebuilds the dataset.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import ctrbench
-from ctrbench.atomic import atomic_write_text
+from ctrbench.atomic import atomic_write_text, fsync_dir, fsync_file, write_failed
 from ctrbench.checksums import file_digest
 from ctrbench.data.schema import SPLITS, ProcessedDataset, Samples, Streams, Vocab
-from ctrbench.errors import DataError
+from ctrbench.errors import CorruptFile, DataError, WriteFailed
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MANIFEST_CHECKSUM = "manifest_sha256"
+REBUILD = "re-run `ctrbench prepare dataset=... force=true` (`ctrbench train` rebuilds it by itself)"
 
 
 def config_hash(config: dict) -> str:
@@ -73,6 +78,7 @@ def write(
             files[f"{split}.parquet"] = splits[split].columns()
         for fname, cols in files.items():
             pq.write_table(pa.table(cols), tmp / fname, compression="zstd")
+            fsync_file(tmp / fname)
         vocab = Vocab(
             n_users=len(streams.offsets) - 1,
             n_items=len(item_cate),
@@ -90,20 +96,26 @@ def write(
             "ctrbench_version": ctrbench.__version__,
             **extra,
         }
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
+        manifest = json.loads(json.dumps(manifest, default=_json_default))  # plain JSON types
+        manifest[MANIFEST_CHECKSUM] = manifest_checksum(manifest)
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        fsync_dir(tmp)
         if target.exists() and not (target / MANIFEST).exists():
             # An incomplete folder (no manifest) is never trusted: replace it.
             shutil.rmtree(target, ignore_errors=True)
         try:
             os.rename(tmp, target)
+            fsync_dir(target.parent)
         except OSError:
             # Another process finished the same dataset first: keep theirs (identical content).
             if (target / MANIFEST).exists():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 raise
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteFailed):
+            raise write_failed(target, e) from e
         raise
     return target
 
@@ -116,14 +128,62 @@ def _json_default(o):
     raise TypeError(f"not JSON-serialisable: {type(o)}")
 
 
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 of the manifest's content (canonical JSON, sorted keys), without its own checksum."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def read_manifest(path: Path) -> dict:
+    """The manifest of a processed dataset; ``DataError`` when there is none (an incomplete
+    folder), ``CorruptFile`` when it is damaged."""
     mpath = Path(path) / MANIFEST
     if not mpath.exists():
         raise DataError(f"'{path}' is not a complete processed dataset: {MANIFEST} is missing (re-run `ctrbench prepare`)")
     try:
-        return json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"'{mpath}' is not valid JSON ({e.msg} at line {e.lineno}); delete the folder and re-run `ctrbench prepare`") from None
+        manifest = json.loads(mpath.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        reason = f"'{mpath}' is not valid JSON ({str(e).splitlines()[0][:120]})"
+        raise CorruptFile(f"{reason}; {REBUILD}", path=mpath, reason=reason) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("checksums"), dict):
+        reason = f"'{mpath}' is not a processed-dataset manifest (no 'checksums')"
+        raise CorruptFile(f"{reason}; {REBUILD}", path=mpath, reason=reason)
+    expected = manifest.get(MANIFEST_CHECKSUM)
+    if expected is not None:  # manifests written before the field existed have none
+        found = manifest_checksum(manifest)
+        if found != expected:
+            reason = f"'{mpath}' does not match its own checksum (sha256 {found}, expected {expected}): it changed after it was written"
+            raise CorruptFile(f"{reason}; {REBUILD}", path=mpath, expected=expected, found=found, reason=reason)
+    return manifest
+
+
+def verify(path: str | Path, manifest: dict | None = None) -> None:
+    """Check every file of a processed dataset against the sha256 in its manifest; ``CorruptFile``
+    names the first file that is missing or differs (expected vs found digest)."""
+    path = Path(path)
+    manifest = read_manifest(path) if manifest is None else manifest
+    for fname, digest in manifest["checksums"].items():
+        fpath = path / fname
+        if not fpath.is_file():
+            reason = f"'{fpath}' is missing from the processed dataset"
+            raise CorruptFile(f"{reason}; {REBUILD}", path=fpath, expected=digest, reason=reason)
+        found = file_digest(fpath)
+        if found != digest:
+            reason = f"'{fpath}' does not match its checksum in {MANIFEST} (sha256 {found}, expected {digest}): it changed after it was written"
+            raise CorruptFile(f"{reason}; {REBUILD}", path=fpath, expected=digest, found=found, reason=reason)
+
+
+_verify = verify  # ``load``'s parameter shadows the function
+
+
+def is_intact(path: str | Path) -> bool:
+    """Whether ``verify`` passes."""
+    try:
+        verify(path)
+    except CorruptFile:
+        return False
+    return True
 
 
 def load(path: str | Path, verify: bool = True) -> ProcessedDataset:
@@ -134,12 +194,13 @@ def load(path: str | Path, verify: bool = True) -> ProcessedDataset:
         raise DataError(
             f"'{path}' has format version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}; re-run `ctrbench prepare`"
         )
-    for fname, digest in manifest["checksums"].items():
-        fpath = path / fname
-        if not fpath.exists():
-            raise DataError(f"'{fpath}' is missing from the processed dataset; re-run `ctrbench prepare dataset=... force=true`")
-        if verify and file_digest(fpath) != digest:
-            raise DataError(f"'{fpath}' does not match its checksum in {MANIFEST} (corrupted?); re-run `ctrbench prepare ... force=true`")
+    if verify:
+        _verify(path, manifest)
+    else:
+        for fname in manifest["checksums"]:
+            if not (path / fname).is_file():
+                reason = f"'{path / fname}' is missing from the processed dataset"
+                raise CorruptFile(f"{reason}; {REBUILD}", path=path / fname, reason=reason)
 
     def cols(fname: str) -> dict[str, np.ndarray]:
         t = pq.read_table(path / fname)
@@ -156,6 +217,6 @@ def load(path: str | Path, verify: bool = True) -> ProcessedDataset:
         c = cols(f"{split}.parquet")
         splits[split] = Samples(
             user=c["user"], item=c["item"], cate=c["cate"], label=c["label"].astype(np.float32),
-            hist_end=c["hist_end"], score=c.get("score"),
+            hist_end=c["hist_end"], score=c.get("score"), hist_start=c.get("hist_start"),
         )
     return ProcessedDataset(name=manifest["name"], vocab=vocab, streams=streams, item_cate=item_cate, splits=splits, manifest=manifest)

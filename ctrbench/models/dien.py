@@ -68,7 +68,7 @@ class DIEN(CTRModel):
         self.emb = ItemEmbeddings(vocab, embedding_dim, use_user)
         D = self.emb.item_dim
         if aux_net == "inner" and hidden != D:
-            raise ValueError(f"model.aux_net=inner needs model.hidden == 2 * embedding_dim ({D}), got {hidden}")
+            raise ValueError(f"model.aux_net=inner needs model.hidden == 2 * model.embedding_dim ({D}), got model.hidden={hidden}")
         self.evolution, self.attention_kind, self.augru_formula = evolution, attention, augru_formula
         self.aux_alpha, self.aux_net_kind, self.aux_reduction = float(aux_alpha), aux_net, aux_reduction
         self.mlp_inputs = mlp_inputs

@@ -9,8 +9,8 @@ Its input is, by config:
 * ``outer``: [q, k, vec(q k^T)] -- the paper's "out product" of the two embeddings.
 
 The first layer is computed without materialising the concatenation. For ``qk_diff_prod``,
-W [q, k, q-k, q*k] = (W_q + W_d) q + (W_k - W_d) k + W_p (q*k): the query part is computed once
-per sample instead of once per history position. For ``outer``, W_o vec(q k^T) = (W_o q) k, a
+W [q, k, q-k, q*k] = (W_q + W_d) q + (W_k - W_d + W_p diag(q)) k: the query part is computed once
+per sample instead of once per history position, and the key part is one [D, H] map per sample. For ``outer``, W_o vec(q k^T) = (W_o q) k, a
 [H, D] matrix per sample applied to every key.
 
 Weights: by default **no softmax** (the paper relaxes sum_j w_j = 1 so that the magnitude of v_U
@@ -56,9 +56,12 @@ class LocalActivationUnit(nn.Module):
         D, W, b = self.dim, self.first.weight, self.first.bias
         if self.inputs == "qk_diff_prod":
             Wq, Wk, Wd, Wp = W[:, :D], W[:, D : 2 * D], W[:, 2 * D : 3 * D], W[:, 3 * D :]
-            per_sample = q @ (Wq + Wd).T + b  # [B, H]
-            per_key = torch.cat([k, k * q.unsqueeze(1)], dim=-1) @ torch.cat([Wk - Wd, Wp], dim=1).T
-            return per_key + per_sample.unsqueeze(1)
+            per_sample = torch.addmm(b, q, (Wq + Wd).T)  # [B, H]
+            # (W_k - W_d) k + W_p (q * k) = M_b k with M_b = (W_k - W_d) + W_p diag(q_b): one [D, H]
+            # map per sample, applied to every key by a batched product (half the multiply-adds of
+            # [k, q * k] @ [W_k - W_d, W_p]^T, and no [B, L, 2D] concatenation).
+            M = (Wk - Wd).T.unsqueeze(0) + q.unsqueeze(2) * Wp.T.unsqueeze(0)  # [B, D, H]
+            return torch.baddbmm(per_sample.unsqueeze(1), k, M)
         Wq, Wk, Wo = W[:, :D], W[:, D : 2 * D], W[:, 2 * D :].reshape(-1, D, D)  # Wo[h, d, e] for q_d k_e
         per_sample = q @ Wq.T + b
         Mq = torch.einsum("bd,hde->bhe", q, Wo)  # [B, H, D]

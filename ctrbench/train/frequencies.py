@@ -17,22 +17,21 @@ from ctrbench.data.schema import ProcessedDataset
 def history_window_counts(dataset: ProcessedDataset, max_len: int, split: str = "train") -> np.ndarray:
     """For every behaviour of the flat stream, in how many samples of ``split`` it is in the history.
 
-    Behaviour at position p of user u's stream is in the (truncated) history of a sample of u with
-    ``hist_end`` h iff p < h <= p + max_len. With each user's samples sorted by hist_end, that count
-    is a difference of two searchsorted positions on the combined key (user, hist_end).
+    A sample of user u sees the behaviours ``[max(hist_start, hist_end - max_len), hist_end)`` of u's
+    stream. Each sample adds +1 where its window starts and -1 where it ends (flat positions), and
+    the running sum over the flat stream is the count: two bincounts and one cumsum.
     """
     s = dataset.splits[split]
     st = dataset.streams
     n_beh = st.n_behaviours
     if len(s) == 0 or n_beh == 0:
         return np.zeros(n_beh, dtype=np.int64)
-    width = np.int64(int(max(s.hist_end.max(), st.lengths().max())) + max_len + 2)
-    keys = np.sort(s.user.astype(np.int64) * width + s.hist_end.astype(np.int64))
-    owner = np.repeat(np.arange(len(st.offsets) - 1, dtype=np.int64), st.lengths())
-    pos = np.arange(n_beh, dtype=np.int64) - st.offsets[owner]
-    lo = np.searchsorted(keys, owner * width + pos, side="right")  # hist_end > p
-    hi = np.searchsorted(keys, owner * width + pos + max_len, side="right")  # hist_end <= p + max_len
-    return (hi - lo).astype(np.int64)
+    base = st.offsets[s.user].astype(np.int64)
+    end = s.hist_end.astype(np.int64)
+    begin = np.maximum(s.history_start().astype(np.int64), end - max_len)
+    real = end > begin
+    delta = np.bincount(base[real] + begin[real], minlength=n_beh + 1) - np.bincount(base[real] + end[real], minlength=n_beh + 1)
+    return np.cumsum(delta[:n_beh]).astype(np.int64)
 
 
 def id_frequencies(dataset: ProcessedDataset, max_len: int, split: str = "train") -> dict[str, np.ndarray]:

@@ -8,6 +8,19 @@ the test set and is recorded as such; ``last`` keeps the final weights. Evaluati
 ``trainer.eval_every`` steps (or once per epoch), early stopping watches validation GAUC with
 ``trainer.patience``, the best checkpoint is kept, and the test split is scored once, at the end,
 with the best checkpoint.
+
+Reliability (docs/reliability.md):
+
+- ``last.pt`` holds the full training state (weights and buffers, optimizer, scheduler, the python /
+  numpy / torch RNG states and the loop's ``Progress``: step, epoch, batches done in the epoch, the
+  running loss, early-stopping state, history, counters). It is written after every evaluation,
+  every ``trainer.checkpoint_every`` steps, on Ctrl-C and when training ends, so a run killed at any
+  moment continues with ``trainer.resume=<run folder>`` and ends exactly as an uninterrupted run.
+- Ctrl-C (SIGINT) finishes the current step, writes ``last.pt`` and ``metrics.json`` with status
+  ``interrupted``, and raises ``TrainingInterrupted`` (the CLI prints the resume command, exit 130).
+- A non-finite loss, gradient norm (checked when ``trainer.grad_clip`` computes it) or weights stop
+  training with ``TrainingDiverged``; no checkpoint is written with non-finite weights, and
+  ``metrics.json`` says ``failed`` with the reason and the step.
 """
 
 from __future__ import annotations
@@ -18,11 +31,16 @@ import inspect
 import json
 import logging
 import math
+import os
 import platform
 import random
 import resource
+import shlex
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +54,15 @@ from ctrbench.atomic import atomic_path, atomic_write_text
 from ctrbench.data.batches import Batcher
 from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset, Vocab
-from ctrbench.errors import ConfigError, TrainingDiverged
+from ctrbench.memory_budget import check_memory_budget
+from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.runtime import tune_malloc
 from ctrbench.nn.activations import PReLU
-from ctrbench.train import checkpoint
+from ctrbench.train import checkpoint, resume
+from ctrbench.train import distributed
 from ctrbench.train.evaluate import evaluate
+from ctrbench.train.optim import LazyAdam
 from ctrbench.train.regularizers import Regularizer
 
 log = logging.getLogger("ctrbench")
@@ -150,10 +171,12 @@ def versions() -> dict:
 
 @dataclass
 class Progress:
-    """What the loop tracks between evaluations."""
+    """What the loop tracks; all of it is saved in ``last.pt`` so that a resumed run continues the
+    same sequence of steps, evaluations and early-stopping decisions."""
 
     step: int = 0
     epoch: int = 0
+    batch: int = 0  # batches of the current epoch already trained on
     samples: int = 0
     train_seconds: float = 0.0
     eval_samples: int = 0
@@ -161,10 +184,28 @@ class Progress:
     best: dict | None = None
     bad_evals: int = 0
     history: list[dict] = field(default_factory=list)
+    running_loss: float = 0.0  # sum of the step losses since the last evaluation
+    running_steps: int = 0
+    done: bool = False  # training has ended (max steps or early stopping); what is left is the test split
+    resumed_at: list[int] = field(default_factory=list)  # the steps this run was resumed from
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Progress":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after its state was saved; the message says where and how to resume."""
+
+
+FAULTS = ("nan_at_step", "nan_grad_at_step", "kill_at_step", "interrupt_at_step")
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, console=None) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, console=None, command: str | None = None) -> None:
+        """``command``: the command line that trains this run (without ``trainer.resume``); the
+        resume command printed on Ctrl-C is built from it."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.console = console
@@ -173,22 +214,57 @@ class Trainer:
         if self.selection not in SELECTIONS:
             raise ConfigError(f"trainer.selection={self.selection!r}: expected one of {', '.join(SELECTIONS)}")
         self.weighting = cfg.metric.gauc_weighting
+        every = t.get("checkpoint_every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
+            raise ConfigError(f"trainer.checkpoint_every={every!r} is invalid: expected an integer >= 0 or null")
+        self.checkpoint_every = int(every or 0)
+        faults = OmegaConf.to_container(t.fault_injection, resolve=True) if t.get("fault_injection") else {}
+        for key, v in faults.items():
+            if key not in FAULTS:
+                raise ConfigError(f"unknown trainer.fault_injection.{key}: expected one of {', '.join(FAULTS)}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"trainer.fault_injection.{key}={v!r} is invalid: expected a step >= 1 or null")
+        self.faults = {k: v for k, v in faults.items() if v is not None}
+        self.command = command or "ctrbench train"
+        self.plan = resume.plan(cfg, self.run_dir)
+        self.last_path = self.run_dir / resume.LAST
+        self._resume_state: dict | None = None
+        self._interrupt = _InterruptFlag()
+        self.dist = distributed.DistContext()  # one process until setup() joins a DDP job
 
     # ---- set-up ---------------------------------------------------------------------------
     def setup(self, dataset: ProcessedDataset | None = None) -> None:
         cfg, t = self.cfg, self.cfg.trainer
         seed_everything(int(cfg.seed))
         self.device = resolve_device(cfg.device)
+        self.dist = distributed.setup(str(t.get("distributed", "none")), self.device, str(t.get("ddp_backend", "auto")))
+        if self.dist.enabled:
+            self.device = distributed.rank_device(self.device, self.dist.local_rank)
+        check_memory_budget(cfg, dataset)  # device.max_memory_gb: refuse up front what would not fit
         self.dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.paths.data_dir)
         self.model = build_model(cfg.model, cfg.act, self.dataset.vocab).to(self.device)
         self.reg = build_regularizer(cfg.reg)
         self.reg.setup(self.model, self.dataset, int(cfg.dataset.max_len))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = instantiate(act_cfg_without_name(cfg.optim))(params)
+        if getattr(self.optimizer, "sparse_embeddings", False):
+            if self.dist.enabled:
+                raise ConfigError("optim=lazy_adam (sparse embedding gradients) does not work with trainer.distributed=ddp: use optim=adam")
+            if self.grad_clip_value():
+                raise ConfigError("optim=lazy_adam (sparse embedding gradients) does not work with trainer.grad_clip: use optim=adam, or no clipping")
+            LazyAdam.mark_lazy(self.model)
+        # the module the training step calls: the model itself, or its DDP wrapper (gradient all-reduce)
+        self.step_model = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         max_len = int(cfg.dataset.max_len)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
             negative_history=bool(getattr(self.model, "needs_negative_history", False)),
+            shard=self.dist.shard if self.dist.enabled else None,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.schedule, len(self.train_batches)))
         select_split = {"valid": "valid", "test_as_valid": "test", "last": None}[self.selection]
@@ -209,31 +285,114 @@ class Trainer:
         if max_steps is not None and max_steps > 0:
             self.total_steps = min(self.total_steps, int(max_steps))
         self.eval_every = int(t.eval_every) if t.eval_every else n_batches
-        self.ckpt_path = self.run_dir / "best.pt"
+        self.ckpt_path = self.run_dir / resume.BEST
+        self.grad_clip = self.grad_clip_value()
+        self.progress = Progress()
+        if self.plan == "resume":
+            self.restore(checkpoint.load(self.last_path, map_location=self.device))
+
+    def grad_clip_value(self) -> float | None:
+        clip = self.cfg.trainer.grad_clip
+        return float(clip) if clip else None
+
+    def restore(self, state: dict) -> None:
+        """Load a ``last.pt`` training state: weights and buffers, optimizer, scheduler and progress
+        now; the RNG states when training starts (``fit``), so that nothing in between draws from
+        them."""
+        missing = [k for k in ("model", "optimizer", "scheduler", "rng", "progress") if k not in state]
+        if missing:
+            raise ConfigError(f"'{self.last_path}' is not a full training state (no {', '.join(missing)}): it cannot be resumed")
+        diffs = resume.config_differences(resume.comparable_config(state.get("config") or {}), resume.comparable_config(self.cfg))
+        if diffs:
+            raise ConfigError(f"'{self.last_path}' was saved with another config ({'; '.join(diffs[:4])}): it cannot be resumed with this one")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress.from_dict(state["progress"])
+        self._resume_state = state
 
     # ---- one step -------------------------------------------------------------------------
     def train_step(self, batch) -> float:
+        """One optimizer step; returns the loss. The loss (and the gradient norm, when
+        ``trainer.grad_clip`` computes it) is read once, before the optimizer step, so a non-finite
+        value stops training with the weights as they were."""
         batch = self.reg.transform(batch, training=True).to(self.device)
-        out = self.model(batch)
+        out = self.step_model(batch)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
         if out.aux_loss is not None:
             loss = loss + out.aux_loss
         penalty = self.reg.penalty(self.model, batch)
         if penalty is not None:
             loss = loss + penalty
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {self.progress.step + 1}: training diverged "
-                f"(try a smaller learning rate than optim.lr={self.cfg.optim.lr}, or trainer.grad_clip)"
-            )
+        step = self.progress.step + 1
+        if self.faults and self.faults.get("nan_at_step") == step:  # testing hook
+            loss = loss * float("nan")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip = self.cfg.trainer.grad_clip
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+        if self.faults and self.faults.get("nan_grad_at_step") == step:  # testing hook
+            next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("nan"))
+        if self.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            value, norm_value = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
+        else:
+            value, norm_value = float(loss.detach()), None
+        if self.dist.enabled:  # the global batch's loss; every rank then takes the same decision
+            value = self.dist.mean([value])[0]
+            if norm_value is not None:
+                norm_value = self.dist.mean([norm_value])[0]
+        if not math.isfinite(value):
+            raise self.diverged(step, f"the loss became {value}")
+        if norm_value is not None and not math.isfinite(norm_value):
+            raise self.diverged(step, f"the gradient norm became {norm_value}", f" (loss {value:.4g})")
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return value
+
+    def diverged(self, step: int, what: str, detail: str = "") -> TrainingDiverged:
+        """The one-line error of a numerical fault at ``step``: what happened, the likely cause, and
+        the checkpoint that is kept."""
+        lr = self.cfg.optim.lr
+        if "gradient" in what:
+            cause = (f"likely cause: too large a learning rate, optim.lr={lr}, made weights or activations overflow; lower it "
+                     f"(trainer.grad_clip={self.grad_clip} cannot rescue a non-finite gradient)")
+        elif self.grad_clip:
+            cause = f"try a smaller learning rate than optim.lr={lr}, or a smaller trainer.grad_clip={self.grad_clip}"
+        else:
+            cause = f"try a smaller learning rate than optim.lr={lr}, or trainer.grad_clip (e.g. 5)"
+        if "loss" in what and not self._weights_finite():
+            detail += " (the weights were already non-finite: an earlier step's gradient was; trainer.grad_clip checks every step's)"
+        e = TrainingDiverged(f"{what} at step {step}{detail}: training diverged ({cause}); {self._kept()}")
+        e.step = step
+        return e
+
+    def _kept(self) -> str:
+        if self.last_path.exists() and getattr(self, "_last_saved_step", None) is not None:
+            return f"the last good checkpoint, step {self._last_saved_step}, is kept in {self.last_path}"
+        if self.ckpt_path.exists():
+            return f"the best checkpoint so far is kept in {self.ckpt_path}"
+        return "no checkpoint had been written yet"
+
+    def _weights_finite(self) -> bool:
+        """Whether every parameter and buffer is finite (one pass over the weights: only at
+        checkpoints and evaluations, never per step)."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if not tensors:
+            return True
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _check_weights(self, when: str) -> None:
+        step = self.progress.step
+        if getattr(self, "_weights_checked_at", None) == step:
+            return  # (an evaluation checks, then writes best.pt and last.pt, at the same step)
+        if self._weights_finite():
+            self._weights_checked_at = step
+        else:
+            e = TrainingDiverged(
+                f"the weights became non-finite by step {step} ({when}): training diverged (try a smaller learning rate "
+                f"than optim.lr={self.cfg.optim.lr}, or trainer.grad_clip, which also checks every step's gradient); {self._kept()}"
+            )
+            e.step = step
+            raise e
 
     # ---- evaluation and selection -----------------------------------------------------------
     def validate(self, train_loss: float) -> None:
@@ -241,8 +400,10 @@ class Trainer:
         row = {"step": p.step, "epoch": p.epoch, "train_loss": round(train_loss, 6), "lr": self.scheduler.get_last_lr()[0]}
         if self.select_batches is None:
             p.history.append(row)
+            self.write_history()
             return
-        metrics, secs = evaluate(self.model, self.select_batches, self.device, self.weighting, self.reg)
+        self._check_weights("before the evaluation")
+        metrics, secs = evaluate(self.model, self.select_batches, self.device, self.weighting, self.reg, self.dist)
         p.eval_samples += self.select_batches.n
         p.eval_seconds += secs
         row.update({f"valid_{k}": metrics[k] for k in ("auc", "gauc", "logloss")})
@@ -257,7 +418,11 @@ class Trainer:
         self.write_history()
 
     def save_checkpoint(self) -> None:
+        """``best.pt``: the selected model (and its optimizer, scheduler and RNG state)."""
         p = self.progress
+        self._check_weights("before writing best.pt")
+        if not self.dist.is_main:
+            return
         checkpoint.save(
             self.ckpt_path,
             {
@@ -272,7 +437,35 @@ class Trainer:
             },
         )
 
+    def save_last(self) -> None:
+        """``last.pt``: the full training state, from which ``trainer.resume`` continues exactly."""
+        p = self.progress
+        self._check_weights("before writing last.pt")
+        if not self.dist.is_main:
+            self._last_saved_step = p.step
+            return
+        rng = checkpoint.rng_state()
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint.save(
+            self.last_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "progress": asdict(p),
+                "step": p.step,
+                "epoch": p.epoch,
+                "best": p.best,
+                "config": OmegaConf.to_container(self.cfg, resolve=True),
+            },
+        )
+        self._last_saved_step = p.step
+
     def write_history(self) -> None:
+        if not self.dist.is_main:
+            return
         rows = self.progress.history
         keys = list(dict.fromkeys(k for r in rows for k in r))
         with atomic_path(self.run_dir / "history.csv") as tmp:
@@ -283,58 +476,162 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train (or continue a resumed run), then score the test split with the selected model."""
+        p = self.progress
+        self._start()
+        try:
+            with self._interrupt:
+                self._train()
+                if self._interrupt.requested:
+                    raise self._interrupted()
+            return self.finish()
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside a step: last.pt is what was saved before
+            raise self._interrupted() from None
+        except TrainingDiverged as e:
+            self._record_failure(str(e), getattr(e, "step", p.step))
+            raise
+        except Exception as e:
+            reason = str(e).splitlines()[0] if isinstance(e, UserError) and str(e) else f"{type(e).__name__}: {e}"
+            self._record_failure(reason, p.step)
+            raise
+
+    def _start(self) -> None:
+        """Mark the run folder running; a fresh run clears what an earlier run in the same folder
+        left, a resumed one restores its RNG states and history."""
+        p = self.progress
+        if self.plan == "resume":
+            state, self._resume_state = self._resume_state, None
+            rng = state["rng"]
+            checkpoint.set_rng_state(rng)
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._last_saved_step = p.step
+            p.resumed_at.append(p.step)
+            if self.dist.is_main:
+                (self.run_dir / "metrics.json").unlink(missing_ok=True)  # the folder reads as unfinished again
+            self.write_history()
+            log.info(f"resuming {self.run_dir} from step {p.step} (epoch {p.epoch}, batch {p.batch})")
+        elif self.dist.is_main:
+            for name in ("metrics.json", "history.csv", resume.LAST, resume.BEST):
+                (self.run_dir / name).unlink(missing_ok=True)
+        self._write_status("running", step=p.step, command=self.command)
+
+    def _train(self) -> None:
         t = self.cfg.trainer
-        self.progress = p = Progress()
+        p = self.progress
         patience = int(t.patience)
+        faults = self.faults
         bar = _ProgressBar(self.console, self.total_steps, enabled=bool(t.progress))
         self.model.train()
-        stop = False
-        running, n_running = 0.0, 0
+        clock = _Clock(p)
         with bar:
-            while not stop and p.step < self.total_steps:
+            while not p.done and p.step < self.total_steps:
                 self.train_batches.set_epoch(p.epoch)
-                t_epoch = time.perf_counter()
-                for _, batch in self.train_batches:
+                for _, batch in self.train_batches.iterate(p.batch):
                     loss = self.train_step(batch)
                     p.step += 1
-                    p.samples += len(batch)
-                    running += loss
-                    n_running += 1
+                    p.batch += 1
+                    p.samples += len(batch) * self.dist.world  # the global batch (slices differ by at most 1)
+                    p.running_loss += loss
+                    p.running_steps += 1
+                    if faults:
+                        self._fault_hooks(p.step)
                     if p.step % 20 == 0 or p.step == self.total_steps:
-                        elapsed = p.train_seconds + time.perf_counter() - t_epoch
-                        bar.update(p.step, running / n_running, p.samples / max(elapsed, 1e-9))
+                        bar.update(p.step, p.running_loss / p.running_steps, p.samples / max(clock.elapsed(), 1e-9))
                     last = p.step >= self.total_steps
+                    evaluated = False
                     if p.step % self.eval_every == 0 or last:
-                        p.train_seconds += time.perf_counter() - t_epoch
-                        self.validate(running / max(n_running, 1))
-                        running, n_running = 0.0, 0
+                        clock.pause()
+                        self.validate(p.running_loss / max(p.running_steps, 1))
+                        p.running_loss, p.running_steps = 0.0, 0
                         log.info(_history_line(p.history[-1]))
-                        t_epoch = time.perf_counter()
+                        evaluated = True
                         if patience > 0 and p.bad_evals >= patience:
                             log.info(f"early stopping at step {p.step}: validation GAUC did not improve for {patience} evaluations")
-                            stop = True
-                    if stop or last:
+                            p.done = True
+                        clock.resume()
+                    if last:
+                        p.done = True
+                    if p.done:
                         break
-                p.train_seconds += time.perf_counter() - t_epoch
+                    if evaluated or self._interrupt.requested or (self.checkpoint_every and p.step % self.checkpoint_every == 0):
+                        clock.pause()
+                        self.save_last()
+                        clock.resume()
+                    if self._interrupt.requested:
+                        return
+                clock.pause()
                 p.epoch += 1
-        return self.finish()
+                p.batch = 0
+                clock.resume()
+        clock.pause()
+        if getattr(self, "_last_saved_step", None) != p.step:  # (else: resumed from the final state)
+            self.save_last()  # the end of training: a kill during the test scoring resumes straight to it
 
-    def finish(self) -> dict:
-        p, cfg = self.progress, self.cfg
-        if self.selection == "last" or not self.ckpt_path.exists():
-            self.save_checkpoint()
+    def _fault_hooks(self, step: int) -> None:
+        """Testing hooks (``trainer.fault_injection``): kill or interrupt this process after ``step``."""
+        if self.faults.get("kill_at_step") == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.faults.get("interrupt_at_step") == step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def resume_command(self) -> str:
+        return f"{self.command} {shlex.quote(f'trainer.resume={self.run_dir}')}"
+
+    def _interrupted(self) -> TrainingInterrupted:
+        """Record the interruption (metrics.json, status.json) and build the exception to raise."""
+        p = self.progress
+        step = getattr(self, "_last_saved_step", None)
+        cmd = self.resume_command()
+        if step is not None and self.last_path.exists():
+            where = f"the training state at step {step} is saved in {self.last_path}"
+            hint = f"resume with: {cmd}"
         else:
-            state = checkpoint.load(self.ckpt_path, map_location=self.device)
-            self.model.load_state_dict(state["model"])
-        test, secs = evaluate(self.model, self.test_batches, self.device, self.weighting, self.reg)
-        p.eval_samples += self.test_batches.n
-        p.eval_seconds += secs
-        oracle = self.dataset.manifest.get("oracle")
+            step = None
+            where = "no checkpoint had been written yet"
+            hint = f"start again with: {self.command}"
+        try:
+            self._write_metrics(self._base_metrics() | {
+                "status": "interrupted", "step": p.step, "checkpoint_step": step, "resume_command": cmd if step is not None else None,
+            })
+            self._write_status("interrupted", step=p.step, checkpoint_step=step, command=self.command)
+        except Exception as e:  # noqa: BLE001 - still stop, and still say where the checkpoint is
+            log.warning(f"could not record the interruption in {self.run_dir}: {e}")
+        return TrainingInterrupted(f"interrupted at step {p.step}: {where}\n{hint}")
+
+    def _record_failure(self, reason: str, step: int) -> None:
+        """metrics.json and status.json say ``failed``, with the reason and the step; the
+        checkpoints on disk are left as they were (the last good ones)."""
+        try:
+            self._write_metrics(self._base_metrics() | {
+                "status": "failed", "reason": reason, "step": step,
+                "checkpoint_step": getattr(self, "_last_saved_step", None),
+            })
+            self._write_status("failed", step=step, reason=reason, command=self.command)
+        except Exception as e:  # noqa: BLE001 - the original error is the one to report (a full disk fails here too)
+            log.warning(f"could not record the failure in {self.run_dir}: {e}")
+
+    def _write_status(self, status: str, **fields) -> None:
+        if self.dist.is_main:
+            resume.write_status(self.run_dir, status, **fields)
+
+    def _write_metrics(self, metrics: dict) -> None:
+        if not self.dist.is_main:
+            return
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+
+    def _base_metrics(self) -> dict:
+        """What metrics.json says of any run, finished or not."""
+        cfg = self.cfg
+        manifest = getattr(getattr(self, "dataset", None), "manifest", {}) or {}
+        p = self.progress
         best = dict(p.best) if p.best else None
         if best:
             best.pop("score", None)
-        metrics = {
-            "status": "completed",
+        return {
+            "status": None,
             "dataset": cfg.dataset.name,
             "model": cfg.model.name,
             "act": cfg.act.name,
@@ -344,9 +641,33 @@ class Trainer:
             # the data were split: what `ctrbench table` matches against the published numbers
             "experiment": cfg.get("experiment_name"),
             "row": cfg.get("row_name"),
-            "protocol": self.dataset.manifest.get("protocol", {}).get("protocol"),
-            "test": test,
+            "protocol": manifest.get("protocol", {}).get("protocol"),
+            "test": None,
             "valid_best": best,
+            "selection": self.selection,
+            "steps": p.step,
+            "epochs": p.epoch,
+            "resumed_at_steps": list(p.resumed_at),
+        }
+
+    def finish(self) -> dict:
+        p, cfg = self.progress, self.cfg
+        if self.selection == "last" or not self.ckpt_path.exists():
+            self.save_checkpoint()
+        else:
+            state = checkpoint.load(self.ckpt_path, map_location=self.device)
+            self.model.load_state_dict(state["model"])
+        self.dist.broadcast_module(self.model)  # rank 0's selected weights everywhere (a no-op on one process)
+        test, secs = evaluate(self.model, self.test_batches, self.device, self.weighting, self.reg, self.dist)
+        p.eval_samples += self.test_batches.n
+        p.eval_seconds += secs
+        oracle = self.dataset.manifest.get("oracle")
+        base = self._base_metrics()
+        metrics = {
+            "status": "completed",
+            **{k: base[k] for k in ("dataset", "model", "act", "reg", "seed", "experiment", "row", "protocol")},
+            "test": test,
+            "valid_best": base["valid_best"],
             "oracle": {"test": oracle["test"], "valid": oracle.get("valid")} if oracle else None,
             "selection": self.selection,
             "train_samples_per_s": round(p.samples / max(p.train_seconds, 1e-9), 1),
@@ -365,9 +686,60 @@ class Trainer:
             },
             "dataset_dir": self.dataset.manifest.get("name", "") + "-" + self.dataset.manifest.get("config_hash", ""),
             "versions": versions(),
+            "resumed_at_steps": base["resumed_at_steps"],
         }
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        metrics["distributed"] = {"mode": "ddp", "world_size": self.dist.world, "backend": self.dist.backend} if self.dist.enabled else None
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2))
+            self._write_status("completed", step=p.step, command=self.command)
         return metrics
+
+
+class _Clock:
+    """Training time in ``Progress.train_seconds``, paused around evaluations and checkpoints."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.p = progress
+        self.t0: float | None = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.p.train_seconds + (time.perf_counter() - self.t0 if self.t0 is not None else 0.0)
+
+    def pause(self) -> None:
+        if self.t0 is not None:
+            self.p.train_seconds += time.perf_counter() - self.t0
+            self.t0 = None
+
+    def resume(self) -> None:
+        self.t0 = time.perf_counter()
+
+
+class _InterruptFlag:
+    """While training, the first Ctrl-C (SIGINT) only sets ``requested``: the loop finishes its
+    step, saves and stops. A second one raises KeyboardInterrupt at once. Off the main thread (where
+    no signal handler can be installed) Ctrl-C keeps Python's behaviour."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_InterruptFlag":
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\nctrbench: Ctrl-C: saving the training state after this step (Ctrl-C again to stop at once)\n")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _history_line(row: dict) -> str:

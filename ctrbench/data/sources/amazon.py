@@ -98,12 +98,51 @@ REVIEW_CHECKS = (
 
 
 def _read_json_table(data: bytes, schema: pa.Schema) -> pa.Table:
-    """Parse JSON lines with ``schema`` (fields not in it skipped). Raises on any malformed line."""
-    return pa_json.read_json(
+    """Parse JSON lines with ``schema`` (fields not in it skipped). Raises on any malformed line.
+
+    Two defects of pyarrow's JSON reader (pyarrow 26) are kept away from it: a line that is not
+    an object (``null`` first in the file segfaults the process; two objects on one line give two
+    rows) is found beforehand by ``_object_lines``, and strings that are not UTF-8 (accepted as
+    they are, then crashing whatever reads the column) by the full validation afterwards. Both
+    raise ValueError / ArrowInvalid, and the per-line pass then names the line."""
+    n_lines = _object_lines(data)
+    if not n_lines:
+        raise ValueError("a line is not a JSON object, or there is none")
+    table = pa_json.read_json(
         pa.BufferReader(data),
         read_options=pa_json.ReadOptions(block_size=JSON_BLOCK_SIZE, use_threads=True),
         parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
     )
+    table.validate(full=True)
+    if table.num_rows != n_lines:
+        raise ValueError(f"{table.num_rows} rows from {n_lines} lines")
+    return table
+
+
+def _object_lines(data: bytes, chunk: int = 1 << 26) -> int | None:
+    """The number of non-blank lines when each starts (after blanks) with ``{``; else None.
+    Vectorised over chunks of whole lines; only lines that do not start with ``{`` at once (rare:
+    indented or blank ones) are looked at one by one."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    n, pos, size = 0, 0, len(data)
+    while pos < size:
+        end = min(pos + chunk, size)
+        if end < size:
+            nl = data.find(b"\n", end)
+            end = size if nl < 0 else nl + 1
+        part = a[pos:end]
+        starts = np.concatenate([[0], np.flatnonzero(part[:-1] == 10) + 1])
+        n += len(starts)
+        for i in np.flatnonzero(part[starts] != ord("{")).tolist():
+            s0 = pos + int(starts[i])
+            nl = data.find(b"\n", s0)
+            line = data[s0 : end if nl < 0 or nl >= end else nl].strip(b" \t\r\n")
+            if not line:
+                n -= 1
+            elif line[:1] != b"{":
+                return None
+        pos = end
+    return n
 
 
 def _json_lines(data: bytes, errors: LineErrors):

@@ -19,6 +19,11 @@ with the BARS leaderboard. They do not go through ``encode`` and a protocol; ins
   names the file and line of the first row (in file order, train before test) that differs. This
   check is structural and raises under ``on_bad_line=skip`` too. Behaviour time = position in
   the stream (0, 1, ...).
+- **Rows with unrelated histories** (``dataset.source.histories=rows``; files written by other
+  generators, such as the peers' speed-benchmark data, where every event draws its own history):
+  no prefix check; a user's stream is their distinct histories one after another (the positive
+  and negative of one event share theirs), and each row keeps its own window
+  ``[hist_start, hist_end)`` of it.
 - **Ids.** Raw ids map to dense ids from 1 (0 = padding) in sorted raw-id order: users; items
   (targets and histories); categories (target and history categories).
 - **Item categories.** From the (item, category) pairs of the targets (train rows, then test
@@ -28,6 +33,8 @@ with the BARS leaderboard. They do not go through ``encode`` and a protocol; ins
   test; BARS validates on test): for each user, the train rows at the user's largest
   ``hist_end`` (their last training position, positive and negative), provided the user keeps at
   least one earlier training position (as ``DINProtocol`` does); train = the other train rows.
+  ``dataset.protocol.valid=none`` keeps every train row for training (no validation split; use
+  ``trainer.selection=last``).
   Rows keep file order within a split.
 - **Malformed lines** (wrong field count, an id that is not an integer, a label outside {0, 1},
   item and category histories of different lengths) follow ``dataset.on_bad_line``; a wrong
@@ -51,7 +58,7 @@ from ctrbench.checksums import file_digest
 from ctrbench.data.download import RemoteFile
 from ctrbench.data.encode import dense_ids
 from ctrbench.data.schema import Samples, Streams
-from ctrbench.data.sources.delimited import INT_PATTERN, Field, Table, candidate_folders, read_delimited
+from ctrbench.data.sources.delimited import Field, Table, candidate_folders, int64_ok, read_delimited
 from ctrbench.data.sources.raw import Events, ItemMeta, LineErrors
 from ctrbench.data.sources.real import RealSource
 from ctrbench.errors import ConfigError, DataError
@@ -65,7 +72,8 @@ SEP = "^"
 FILES = ("train.csv", "test.csv")
 PAGE = "https://github.com/reczoo/Datasets/tree/main/Amazon/AmazonElectronics_x1"
 PUBLISHED_MD5 = {"train.csv": "e9bf80b92985e463db18fdc753d347b5", "test.csv": "57a20e82fe736dd495f2eaf0669bf6d0"}
-VALID_MODES = ("last_position",)
+VALID_MODES = ("last_position", "none")
+HISTORY_LAYOUTS = ("prefix", "rows")
 
 
 @dataclass
@@ -145,7 +153,7 @@ def _not_int(h: _Histories) -> dict[int, str]:
     """{row: its first history element that is not an integer}."""
     if h.ints is not None:
         return {}
-    ok = pc.match_substring_regex(h.values, INT_PATTERN).to_numpy(zero_copy_only=False)
+    ok = int64_ok(h.values)
     out: dict[int, str] = {}
     for e in np.flatnonzero(~ok).tolist():
         out.setdefault(int(h.row[e]), h.values[e].as_py())
@@ -207,6 +215,8 @@ class _Imported:
     streams: Streams
     item_cate: np.ndarray
     category_conflicts: int
+    hist_start: np.ndarray | None = None  # per row, ``histories=rows`` only: where its window starts
+    hist_end: np.ndarray | None = None  #     in its user's stream, and where it ends
 
 
 def build_streams(files: list[_Rows], uid: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,6 +245,61 @@ def build_streams(files: list[_Rows], uid: np.ndarray, n_users: int) -> tuple[np
     return offsets, stream_item, stream_cate
 
 
+def build_window_streams(files: list[_Rows], uid: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``histories=rows``: (offsets, raw item stream, raw category stream, hist_start, hist_end) when
+    a user's rows carry histories that are not prefixes of one stream. A user's stream is their
+    distinct histories one after another (rows of one user with equal histories -- the positive
+    and the negative of one event -- share one copy), and each row's history is its window
+    ``[hist_start, hist_end)`` of that stream.
+
+    Equal histories are found by a 64-bit polynomial hash of (user, items, categories) per row,
+    then confirmed element by element against the first row of the same hash (a collision keeps
+    its own copy)."""
+    hist_len = np.concatenate([f.hist_len for f in files]).astype(np.int64)
+    flat_item = np.concatenate([f.hist_item for f in files]).astype(np.int64)
+    flat_cate = np.concatenate([f.hist_cate for f in files]).astype(np.int64)
+    start = _exclusive_cumsum(hist_len)
+    n = len(uid)
+    owner_row = np.repeat(np.arange(n, dtype=np.int64), hist_len)
+    pos_in_row = np.arange(len(flat_item), dtype=np.int64) - start[owner_row]
+    with np.errstate(over="ignore"):
+        mult = np.uint64(0x9E3779B97F4A7C15)
+        power = np.cumprod(np.full(int(hist_len.max(initial=0)) + 1, mult, dtype=np.uint64))
+        elem = (flat_item.astype(np.uint64) * np.uint64(1_000_003) + flat_cate.astype(np.uint64) + np.uint64(1)) * power[pos_in_row]
+        h = np.zeros(n, dtype=np.uint64)
+        np.add.at(h, owner_row, elem)
+        h = h * np.uint64(31) + uid.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9) + hist_len.astype(np.uint64)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    rep = first[inverse.ravel()]  # the first row with the same hash
+    cand = np.flatnonzero(rep != np.arange(n))
+    same = np.zeros(n, dtype=bool)
+    if len(cand):
+        ok = (uid[cand] == uid[rep[cand]]) & (hist_len[cand] == hist_len[rep[cand]])
+        cand = cand[ok]
+        lens = hist_len[cand]
+        same[cand[lens == 0]] = True
+        cand, lens = cand[lens > 0], lens[lens > 0]
+        if len(cand):
+            within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(_exclusive_cumsum(lens), lens)
+            a = np.repeat(start[cand], lens) + within
+            b = np.repeat(start[rep[cand]], lens) + within
+            equal = (flat_item[a] == flat_item[b]) & (flat_cate[a] == flat_cate[b])
+            same[cand] = np.logical_and.reduceat(equal, _exclusive_cumsum(lens))
+    distinct = np.flatnonzero(~same)
+    # Distinct histories grouped by user (file order within a user) make the streams.
+    order = distinct[np.argsort(uid[distinct], kind="stable")]
+    stream_len = np.bincount(uid[order], weights=hist_len[order], minlength=n_users).astype(np.int64)
+    offsets = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(stream_len, out=offsets[1:])
+    lens = hist_len[order]
+    flat_start = _exclusive_cumsum(lens)  # where each distinct history lands in the flat stream
+    src = np.repeat(start[order] - flat_start, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+    window_start = np.zeros(n, dtype=np.int64)
+    window_start[order] = flat_start - offsets[uid[order]]
+    hist_start = window_start[np.where(same, rep, np.arange(n))]
+    return offsets, flat_item[src], flat_cate[src], hist_start, hist_start + hist_len
+
+
 def _prefix_error(files: list[_Rows], start: np.ndarray, element: int) -> None:
     # A row with an empty history starts where the next row starts: side="right" finds the row
     # that owns the element.
@@ -245,7 +310,8 @@ def _prefix_error(files: list[_Rows], start: np.ndarray, element: int) -> None:
             raise DataError(
                 f"{f.path}, line {line}: the history of user {int(f.user[row])} is not a prefix of that user's "
                 f"longest history (its behaviour {element - int(start[row]) + 1} differs, item or category); BARS rows of one "
-                f"user must share one behaviour stream"
+                f"user must share one behaviour stream (for files whose rows carry unrelated histories, set "
+                f"dataset.source.histories=rows)"
             )
         row -= len(f)
     raise AssertionError("row out of range")
@@ -262,11 +328,16 @@ def item_categories(item: np.ndarray, cate: np.ndarray, n_items: int, n_cates: i
     return item_cate, conflicts
 
 
-def import_rows(files: list[_Rows]) -> _Imported:
+def import_rows(files: list[_Rows], histories: str = "prefix") -> _Imported:
     """Dense ids, streams and item categories of the rows of both files."""
     uid, user_keys = dense_ids(np.concatenate([f.user for f in files]))
     n_users = len(user_keys) + 1
-    offsets, stream_item_raw, stream_cate_raw = build_streams(files, uid, n_users)
+    windows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    if histories == "rows":
+        offsets, stream_item_raw, stream_cate_raw, *win = build_window_streams(files, uid, n_users)
+        windows = (win[0], win[1])
+    else:
+        offsets, stream_item_raw, stream_cate_raw = build_streams(files, uid, n_users)
     n_rows = len(uid)
 
     iid_all, item_keys = dense_ids(np.concatenate([f.item for f in files] + [stream_item_raw]))
@@ -277,7 +348,7 @@ def import_rows(files: list[_Rows]) -> _Imported:
     lengths = np.diff(offsets)
     time = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], lengths)
     streams = Streams(offsets=offsets, item=iid_all[n_rows:], cate=cid_all[n_rows:], time=time)
-    return _Imported(files, user_keys, item_keys, cate_keys, uid, iid, cid, streams, item_cate, conflicts)
+    return _Imported(files, user_keys, item_keys, cate_keys, uid, iid, cid, streams, item_cate, conflicts, *windows)
 
 
 def last_position_valid(user: np.ndarray, hist_end: np.ndarray, n_users: int) -> np.ndarray:
@@ -294,7 +365,14 @@ def last_position_valid(user: np.ndarray, hist_end: np.ndarray, n_users: int) ->
 class BarsSource(RealSource):
     """BARS AmazonElectronics_x1, imported as-is (see the module docstring)."""
 
+    histories: str = "prefix"  # prefix: a user's rows share one stream (verified) | rows: any history per row
+
     dataset_name = "amazon_electronics_x1"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.histories not in HISTORY_LAYOUTS:
+            raise ConfigError(f"dataset.source.histories={self.histories!r}: expected one of {', '.join(HISTORY_LAYOUTS)}")
 
     def find_inputs(self, raw_dir: Path) -> dict[str, Path] | None:
         """``train.csv`` and ``test.csv``, together in ``raw_dir`` or one of its subfolders."""
@@ -313,7 +391,7 @@ class BarsSource(RealSource):
         paths = [Path(inputs["train"]), Path(inputs["test"])]
         errors = [LineErrors(p, self.on_bad_line) for p in paths]
         files = [read_rows(p, e) for p, e in zip(paths, errors)]
-        data = import_rows(files)
+        data = import_rows(files, self.histories)
         md5 = {p.name: file_digest(p, "md5") for p in paths}
         report = {
             "format": "BARS AmazonElectronics_x1 (" + ",".join(COLUMNS) + ")",
@@ -365,11 +443,17 @@ class BarsSource(RealSource):
         if valid not in VALID_MODES:
             raise ConfigError(f"dataset.protocol.valid={valid!r}: expected one of {', '.join(VALID_MODES)}")
         label = np.concatenate([f.label for f in data.files]).astype(np.float32)
-        hist_end = np.concatenate([f.hist_len for f in data.files])
-        rows = Samples(user=data.uid, item=data.iid, cate=data.cid, label=label, hist_end=hist_end)
+        if data.hist_end is not None:  # histories=rows: each row's window of its user's stream
+            rows = Samples(user=data.uid, item=data.iid, cate=data.cid, label=label, hist_end=data.hist_end, hist_start=data.hist_start)
+        else:
+            hist_end = np.concatenate([f.hist_len for f in data.files])
+            rows = Samples(user=data.uid, item=data.iid, cate=data.cid, label=label, hist_end=hist_end)
         n_train = len(data.files[0])
         train, test = rows.take(np.arange(n_train)), rows.take(np.arange(n_train, len(label)))
-        is_valid = last_position_valid(train.user, train.hist_end, len(data.user_keys) + 1)
+        if valid == "none":
+            is_valid = np.zeros(len(train), dtype=bool)
+        else:
+            is_valid = last_position_valid(train.user, train.hist_end, len(data.user_keys) + 1)
         splits = {"train": train.take(np.flatnonzero(~is_valid)), "valid": train.take(np.flatnonzero(is_valid)), "test": test}
         info = {
             "valid": valid,

@@ -9,6 +9,8 @@ its files (a zip's subfolder first).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +23,9 @@ import pyarrow.csv as pacsv
 from ctrbench.data.sources.raw import LineErrors, open_binary, read_all_bytes, require_file
 from ctrbench.errors import DataError
 
-INT_PATTERN = r"^-?[0-9]{1,18}$"  # at most 18 digits: always fits int64
+INT_PATTERN = r"^-?[0-9]{1,19}$"  # decimal digits; 19 of them may still overflow int64: see int64_ok
+_INT19_PATTERN = r"^-?[0-9]{19}$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"  # finite decimals only
 FIELD_KINDS = ("int", "float", "str", "enum")
 
@@ -157,22 +161,14 @@ def _convert_options(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
 def _read_fast(path: Path, fields: Sequence[Field], delimiter: str, first_line: int, data: bytes | None) -> Table | None:
     """Multi-threaded typed read; None when anything is off (then the careful pass runs)."""
     arrow_type = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "enum": pa.dictionary(pa.int32(), pa.string())}
-    invalid: list[int] = []
-
-    def handler(row) -> str:
-        invalid.append(1)
-        return "skip"
-
     try:
         table = pacsv.read_csv(
             _arrow_input(path, data),
             read_options=pacsv.ReadOptions(column_names=[f.name for f in fields], skip_rows=first_line - 1, block_size=1 << 24),
-            parse_options=_parse_options(delimiter, handler),
+            parse_options=_parse_options(delimiter, None),  # a line with the wrong field count raises
             convert_options=_convert_options({f.name: arrow_type[f.kind] for f in fields}),
         )
     except (pa.ArrowException, OSError, EOFError, ValueError):
-        return None
-    if invalid:
         return None
     columns: dict[str, object] = {}
     for f in fields:
@@ -209,14 +205,27 @@ def _parse_text(values: pa.Array, f: Field) -> tuple[object, np.ndarray]:
         codes = pc.index_in(values, value_set=pa.array([v.encode() for v in f.allowed], type=pa.binary()))
         ok = codes.is_valid().to_numpy(zero_copy_only=False)
         return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int8), ok
-    pattern = INT_PATTERN if f.kind == "int" else FLOAT_PATTERN
-    ok_arrow = pc.match_substring_regex(values, pattern)
-    ok = ok_arrow.to_numpy(zero_copy_only=False)
+    if f.kind == "int":
+        ok = int64_ok(values)
+        ok_arrow = pa.array(ok)
+    else:
+        ok_arrow = pc.match_substring_regex(values, FLOAT_PATTERN)
+        ok = ok_arrow.to_numpy(zero_copy_only=False)
     typed = pc.cast(pc.if_else(ok_arrow, values, pa.scalar(b"0", type=pa.binary())), pa.int64() if f.kind == "int" else pa.float64())
     typed = typed.to_numpy(zero_copy_only=False)
     if f.kind == "float":
         ok &= np.isfinite(typed)
     return typed, ok
+
+
+def int64_ok(values: pa.Array) -> np.ndarray:
+    """Which values (bytes or strings) are decimal integers that fit int64: up to 18 digits always
+    do; the few with 19 are checked one by one (pyarrow's typed read accepts them too)."""
+    ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False).copy()
+    long = pc.match_substring_regex(values, _INT19_PATTERN).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(long).tolist():
+        ok[i] = INT64_MIN <= int(values[i].as_py()) <= INT64_MAX
+    return ok
 
 
 def _utf8(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -238,6 +247,8 @@ def _value_reason(f: Field, raw: bytes) -> str:
     value = raw.decode("utf-8", errors="replace")
     shown = value if len(value) <= 60 else value[:57] + "..."
     if f.kind == "int":
+        if value.lstrip("-").isdigit() and value.isascii():
+            return f"{f.name}={shown!r} is out of the 64-bit integer range"
         return f"{f.name}={shown!r} is not an integer"
     if f.kind == "float":
         return f"{f.name}={shown!r} is not a finite number"
@@ -252,17 +263,63 @@ def _read_careful(
 ) -> Table:
     """Single-threaded streaming read of every column as raw bytes, then vectorised parsing: finds each
     malformed line with its number, reports them in line order through ``errors``, and keeps the
-    good rows."""
+    good rows. pyarrow cannot hand over a line with the wrong number of fields that is not valid
+    UTF-8 (its invalid-row handler decodes the text); such a file is read again line by line
+    (``_line_batches``), with the same line numbers."""
     if data is None and path.suffix == ".gz":
         data = read_all_bytes(path, errors)  # a truncated gzip: DataError, or its readable part
-    names = [f.name for f in fields]
     sep = separator_name or {",": "comma", "\t": "tab"}.get(delimiter, repr(delimiter))
-    invalid_lines: list[int] = []
-    invalid_reasons: list[str] = []
+    try:
+        with _undecodable_rows_raise():
+            return _careful_pass(path, fields, errors, first_line, _arrow_batches(path, fields, delimiter, first_line, data, sep))
+    except _Undecodable:
+        data = data if data is not None else read_all_bytes(path, errors)
+        return _careful_pass(path, fields, errors, first_line, _line_batches(data, fields, delimiter, first_line, sep))
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: cannot be read as {sep}-separated text ({str(e).splitlines()[0]})") from None
+
+
+class _Undecodable(Exception):
+    """pyarrow met a malformed line it cannot report (its text is not UTF-8)."""
+
+
+@contextlib.contextmanager
+def _undecodable_rows_raise():
+    """While pyarrow reads: its invalid-row handler fails (unraisably, inside pyarrow) on a line
+    that is not UTF-8, and pyarrow then raises ArrowInvalid; turn that into ``_Undecodable``
+    instead of printing 'Exception ignored' on stderr."""
+    seen: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(u) -> None:
+        if isinstance(u.exc_value, UnicodeDecodeError):
+            seen.append(u.exc_value)
+        else:
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    except pa.ArrowInvalid:
+        if seen:
+            raise _Undecodable() from None
+        raise
+    finally:
+        sys.unraisablehook = previous
+
+
+def _field_count_reason(fields: Sequence[Field], sep: str, got: int) -> str:
+    return f"expected {len(fields)} {sep}-separated fields ({', '.join(f.name for f in fields)}), got {got}"
+
+
+def _arrow_batches(path, fields, delimiter, first_line, data, sep):
+    """(column arrays of raw bytes, [(line, reason)] of the lines skipped for a wrong field count)
+    per batch, via pyarrow's streaming CSV reader."""
+    names = [f.name for f in fields]
+    invalid: list[tuple[int, str]] = []
 
     def handler(row) -> str:
-        invalid_lines.append(int(row.number or 0))
-        invalid_reasons.append(f"expected {len(fields)} {sep}-separated fields ({', '.join(names)}), got {row.actual_columns}")
+        invalid.append((int(row.number or 0), _field_count_reason(fields, sep, row.actual_columns)))
         return "skip"
 
     reader = pacsv.open_csv(
@@ -271,39 +328,69 @@ def _read_careful(
         parse_options=_parse_options(delimiter, handler),
         convert_options=_convert_options({n: pa.binary() for n in names}),
     )
+    for batch in reader:
+        yield [batch.column(i) for i in range(len(fields))], invalid
+        invalid = []
+    yield None, invalid
+
+
+def _line_batches(data: bytes, fields, delimiter, first_line, sep, batch_lines: int = 1 << 16):
+    """Like ``_arrow_batches``, splitting lines in Python: ``\r``, ``\n`` and ``\r\n`` end a
+    line, as for pyarrow; an empty line is a row of empty fields (blank), as for pyarrow."""
+    d = delimiter.encode()
+    n = len(fields)
+    lines = data.splitlines()[first_line - 1 :]
+    for start in range(0, len(lines), batch_lines):
+        cols: list[list[bytes]] = [[] for _ in fields]
+        invalid: list[tuple[int, str]] = []
+        for no, line in enumerate(lines[start : start + batch_lines], start=first_line + start):
+            parts = line.split(d) if line else [b""] * n
+            if len(parts) != n:
+                invalid.append((no, _field_count_reason(fields, sep, len(parts))))
+                continue
+            for col, value in zip(cols, parts):
+                col.append(value)
+        yield [pa.array(c, type=pa.binary()) for c in cols], invalid
+    yield None, []
+
+
+def _careful_pass(path: Path, fields: Sequence[Field], errors: LineErrors, first_line: int, batches) -> Table:
+    """Parse the batches of raw columns; report every bad line in line order at the end."""
+    names = [f.name for f in fields]
     parts: dict[str, list] = {n: [] for n in names}
+    invalid: list[tuple[int, str]] = []
     blank_rows: list[np.ndarray] = []
     bad_rows: list[int] = []
     bad_reasons: list[str] = []
     produced = 0
-    try:
-        for batch in reader:
-            strings = [batch.column(i) for i in range(len(fields))]
-            blank = np.ones(batch.num_rows, dtype=bool)
-            for s in strings:
-                blank &= pc.equal(pc.binary_length(s), 0).to_numpy(zero_copy_only=False)
-            first_bad = np.full(batch.num_rows, -1, dtype=np.int64)
-            typed = []
-            for i, (f, s) in enumerate(zip(fields, strings)):
-                values, ok = _parse_text(s, f)
-                first_bad[~ok & ~blank & (first_bad < 0)] = i
-                typed.append(values)
-            for r in np.flatnonzero(first_bad >= 0).tolist():
-                i = int(first_bad[r])
-                bad_rows.append(produced + r)
-                bad_reasons.append(_value_reason(fields[i], strings[i][r].as_py()))
-            keep = ~blank & (first_bad < 0)
-            for f, values in zip(fields, typed):
-                parts[f.name].append(_take(values, keep))
-            blank_rows.append(produced + np.flatnonzero(blank))
-            produced += batch.num_rows
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: cannot be read as {sep}-separated text ({str(e).splitlines()[0]})") from None
+    for strings, batch_invalid in batches:
+        invalid += batch_invalid
+        if strings is None:
+            break
+        num_rows = len(strings[0])
+        blank = np.ones(num_rows, dtype=bool)
+        for s in strings:
+            blank &= pc.equal(pc.binary_length(s), 0).to_numpy(zero_copy_only=False)
+        first_bad = np.full(num_rows, -1, dtype=np.int64)
+        typed = []
+        for i, (f, s) in enumerate(zip(fields, strings)):
+            values, ok = _parse_text(s, f)
+            first_bad[~ok & ~blank & (first_bad < 0)] = i
+            typed.append(values)
+        for r in np.flatnonzero(first_bad >= 0).tolist():
+            i = int(first_bad[r])
+            bad_rows.append(produced + r)
+            bad_reasons.append(_value_reason(fields[i], strings[i][r].as_py()))
+        keep = ~blank & (first_bad < 0)
+        for f, values in zip(fields, typed):
+            parts[f.name].append(_take(values, keep))
+        blank_rows.append(produced + np.flatnonzero(blank))
+        produced += num_rows
 
-    handler_lines = np.asarray(invalid_lines, dtype=np.int64)
+    handler_lines = np.asarray(sorted(line for line, _ in invalid), dtype=np.int64)
     blank_lines = lines_of_rows(np.concatenate(blank_rows) if blank_rows else np.empty(0, np.int64), first_line, handler_lines)
     value_lines = lines_of_rows(np.asarray(bad_rows, dtype=np.int64), first_line, handler_lines)
-    all_bad = sorted(zip(invalid_lines + value_lines.tolist(), invalid_reasons + bad_reasons))
+    all_bad = sorted(invalid + list(zip(value_lines.tolist(), bad_reasons)))
     for line, reason in all_bad:
         errors.bad(line, reason)
     skipped = np.unique(np.concatenate([handler_lines, blank_lines, value_lines]))

@@ -33,6 +33,7 @@ Speed: the ratings files (20M lines for ML-20M) are read by ``delimited.read_del
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -111,11 +112,25 @@ def first_genre(genres: Sequence[str]) -> str:
     return ""
 
 
+_INT_TEXT = re.compile(r"-?[0-9]+")
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
 def parse_int(text: str) -> int | None:
+    """The integer (int64) a field holds, surrounding blanks aside; None when it holds anything
+    else ('--5', '1_000', '١٢٣', a number beyond int64)."""
     text = text.strip()
-    if not text or not text.lstrip("-").isdigit() or not text.isascii():
+    if not _INT_TEXT.fullmatch(text):
         return None
-    return int(text)
+    value = int(text)
+    return value if INT64_RANGE[0] <= value <= INT64_RANGE[1] else None
+
+
+def not_int_reason(name: str, text: str) -> str:
+    """Why ``text`` is not a valid id (``parse_int`` gave None)."""
+    if _INT_TEXT.fullmatch(text.strip()):
+        return f"{name}={text!r} is out of the 64-bit integer range"
+    return f"{name}={text!r} is not an integer"
 
 
 class _MovieRows:
@@ -138,7 +153,7 @@ class _MovieRows:
             return
         movie = parse_int(fields[0])
         if movie is None:
-            errors.bad(no, f"{columns[0]}={fields[0]!r} is not an integer")
+            errors.bad(no, not_int_reason(columns[0], fields[0]))
             return
         self.add(movie, first_genre(fields[2].split("|")))
 
@@ -191,7 +206,7 @@ def read_u_item(path: Path, errors: LineErrors) -> ItemMeta:
             continue
         movie = parse_int(fields[0])
         if movie is None:
-            errors.bad(no, f"movie id={fields[0]!r} is not an integer")
+            errors.bad(no, not_int_reason("movie id", fields[0]))
             continue
         flags = [f.strip() for f in fields[len(U_ITEM_LEADING):]]
         if any(f not in ("0", "1") for f in flags):

@@ -32,12 +32,16 @@ same bytes):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ctrbench.data.schema import Samples, Streams
 from ctrbench.errors import ConfigError
+
+INT_FIELDS = ("n_users", "n_items", "n_cates", "min_len", "max_len", "latent_dim", "max_interests", "seed")
+FLOAT_FIELDS = ("mean_len", "item_noise", "item_zipf", "cate_zipf", "drift", "stay", "kappa", "tau", "bias", "beta", "gamma")
 
 
 @dataclass
@@ -65,22 +69,32 @@ class SyntheticSource:
     name = "synthetic"
 
     def __post_init__(self) -> None:
-        checks = {
-            "n_users": self.n_users >= 1,
-            "n_items": self.n_items >= 10,
-            "n_cates": 1 <= self.n_cates <= self.n_items,
-            "min_len": self.min_len >= 3,
-            "max_len": self.max_len >= self.min_len,
-            "mean_len": self.min_len <= self.mean_len <= self.max_len,
-            "max_interests": self.max_interests >= 1,
-            "drift": 0.0 <= self.drift <= 1.0,
-            "stay": 0.0 <= self.stay <= 1.0,
-            "tau": self.tau > 0,
-            "latent_dim": self.latent_dim >= 1,
+        for key in INT_FIELDS:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or not -(2**31) < v < 2**31:
+                raise ConfigError(f"dataset.source.{key}={v!r} is invalid for the synthetic dataset: expected an integer below 2**31")
+        for key in FLOAT_FIELDS:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"dataset.source.{key}={v!r} is invalid for the synthetic dataset: expected a finite number")
+        k = "dataset.source."
+        checks = {  # key: (valid?, what is expected; naming the other key of a constraint)
+            "n_users": (self.n_users >= 1, ">= 1"),
+            "n_items": (self.n_items >= 10, ">= 10"),
+            "n_cates": (1 <= self.n_cates <= self.n_items, f"from 1 to {k}n_items={self.n_items}"),
+            "min_len": (self.min_len >= 3, ">= 3"),
+            "max_len": (self.max_len >= self.min_len, f">= {k}min_len={self.min_len}"),
+            "mean_len": (self.min_len <= self.mean_len <= self.max_len, f"from {k}min_len={self.min_len} to {k}max_len={self.max_len}"),
+            "max_interests": (self.max_interests >= 1, ">= 1"),
+            "drift": (0.0 <= self.drift <= 1.0, "in [0, 1]"),
+            "stay": (0.0 <= self.stay <= 1.0, "in [0, 1]"),
+            "tau": (self.tau > 0, "> 0"),
+            "latent_dim": (self.latent_dim >= 1, ">= 1"),
+            "seed": (self.seed >= 0, ">= 0"),
         }
-        for key, ok in checks.items():
+        for key, (ok, expected) in checks.items():
             if not ok:
-                raise ConfigError(f"dataset.source.{key}={getattr(self, key)!r} is out of range for the synthetic dataset")
+                raise ConfigError(f"{k}{key}={getattr(self, key)!r} is out of range for the synthetic dataset: expected {expected}")
 
     def config(self) -> dict:
         return asdict(self)

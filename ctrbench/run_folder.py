@@ -1,0 +1,192 @@
+"""One run per run folder: ``claim_run_folder`` marks a folder as taken before a run writes into it.
+
+The mark is the file ``.ctrbench-run`` (JSON: pid, host, the process's start time, when, argv),
+created with ``O_CREAT | O_EXCL``, so of two runs pointed at the same folder (the same
+``hydra.run.dir`` given twice, two shells started in the same second with a coarse run-dir
+pattern) exactly one gets it; the other stops with a ``ConfigError`` before writing anything of its
+own. The mark stays after the run ends: a finished run's folder is not reused by a new run either.
+
+``resume=True`` (``trainer.resume=<run folder>``) continues in a folder that is already claimed,
+provided the run that claimed it is over: its process is gone (checked on the same host, by pid and
+by the process's start time, so a recycled pid does not count as alive). A folder claimed by a
+process that is still running, or by one on another host (which cannot be checked from here), is
+refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from ctrbench.atomic import atomic_write_text
+from ctrbench.errors import ConfigError
+
+MARKER = ".ctrbench-run"
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22 of the whole line
+    except (IndexError, ValueError):
+        return None
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[0]
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """Whether process ``pid`` (on this host) still runs; with ``start_time`` (from ``/proc``) a
+    different process that reuses the pid does not count. A zombie (exited, not yet reaped) is
+    not alive."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    except OSError:
+        return False
+    if _state(pid) == "Z":
+        return False
+    if start_time is not None:
+        now = _start_time(pid)
+        if now is not None and now != start_time:
+            return False
+    return True
+
+
+def _owner_record() -> dict:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "start_time": _start_time(os.getpid()),
+        "claimed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+    }
+
+
+def read_claim(path: str | Path) -> dict | None:
+    """The claim record of a run folder; None when it is not claimed, ``{}`` when the marker is
+    there but unreadable (being written, or damaged)."""
+    marker = Path(path) / MARKER
+    try:
+        data = json.loads(marker.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe(owner: dict) -> str:
+    if not owner:
+        return "another run (its marker is unreadable)"
+    return f"another run (pid {owner.get('pid')} on host {owner.get('host')}, since {owner.get('claimed')})"
+
+
+def _is_ours(owner: dict) -> bool:
+    return owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname() and (
+        owner.get("start_time") in (None, _start_time(os.getpid()))
+    )
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive ``flock`` on ``<folder>/.ctrbench-run.lock`` (no lock where there is no fcntl)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / (MARKER + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim_run_folder(path: str | Path, resume: bool = False) -> None:
+    """Claim run folder ``path`` for this process (creating it), or raise a ``ConfigError``.
+
+    A new run (``resume=False``) claims only a folder no run has claimed. A resumed run claims a
+    folder whose claiming process is over (or the folder of a run that never claimed it). Claiming
+    again a folder this very process claimed is a no-op."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder '{folder}' ({e.strerror or e}); choose another hydra.run.dir") from None
+    marker = folder / MARKER
+    record = _owner_record()
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"cannot write to the run folder '{folder}' ({e.strerror or e}); choose another hydra.run.dir") from None
+    else:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return
+
+    owner = read_claim(folder) or {}
+    if _is_ours(owner):
+        return
+    if not resume:
+        raise ConfigError(
+            f"the run folder '{folder}' is already used by {_describe(owner)}: two runs never write into the same "
+            f"folder; choose another hydra.run.dir (or hydra.sweep.dir for -m), or continue that run with "
+            f"trainer.resume={folder} once it has stopped"
+        )
+    with _folder_lock(folder):  # two resumes of the same folder: one at a time
+        owner = _settled_claim(folder)
+        if owner and _is_ours(owner):
+            return
+        if owner and owner.get("host") != socket.gethostname():
+            raise ConfigError(
+                f"cannot resume in '{folder}': it is claimed by pid {owner.get('pid')} on host {owner.get('host')} "
+                f"(since {owner.get('claimed')}), and whether that run is still going cannot be checked from host "
+                f"{socket.gethostname()}; if it has stopped, delete '{marker}' and resume again"
+            )
+        if owner and process_alive(owner.get("pid"), owner.get("start_time")):
+            raise ConfigError(
+                f"cannot resume in '{folder}': the run that uses it is still going (pid {owner.get('pid')} on host "
+                f"{owner.get('host')}, since {owner.get('claimed')}); stop it first, or choose another hydra.run.dir"
+            )
+        # the claiming run is over (or its marker is unreadable, or gone): take the folder over
+        atomic_write_text(marker, json.dumps(record))
+
+
+def _settled_claim(folder: Path, wait_s: float = 1.0) -> dict | None:
+    """The claim record, waiting up to ``wait_s`` while the marker is unreadable (a claimer that
+    has just created it is still writing it); ``{}`` if it stays unreadable (damaged)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        owner = read_claim(folder)
+        if owner or owner is None or time.monotonic() > deadline:
+            return owner
+        time.sleep(0.05)
+
+
