@@ -11,6 +11,13 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Tests run in parallel workers (pytest -n): one torch thread each, so that the workers do not
+    # oversubscribe the cores.
+    import torch
+
+    torch.set_num_threads(1)
+
 TINY_SOURCE = {"n_users": 300, "n_items": 200, "n_cates": 10, "mean_len": 8.0, "max_len": 20}
 
 

@@ -18,6 +18,7 @@ def ctrbench(*args: str, cwd: Path, env_data: Path | None = None, check: bool = 
     env = dict(os.environ)
     env["CTRBENCH_DATA_DIR"] = str(env_data or cwd / "data")
     env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("COLUMNS", None)  # the CLI's own width for piped output (pytest-xdist workers set one)
     proc = subprocess.run([sys.executable, "-m", "ctrbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"ctrbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
