@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="din")
     ap.add_argument("--act", default="prelu")
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--eval-batch", type=int, default=4096)
+    ap.add_argument("--eval-batch", type=int, default=1024, help="evaluation batch (1024 is faster than 4096 on these CPUs: cache)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--embedding-dim", type=int, default=18)
