@@ -96,5 +96,11 @@ class AttentionalGRUScan(torch.autograd.Function):
 
 
 def attentional_gru_scan(xs: torch.Tensor, U: torch.Tensor, g0: torch.Tensor | None, g1: torch.Tensor | None) -> torch.Tensor:
-    """h_T of the recurrence above; differentiable in xs, U, g0 and g1."""
-    return AttentionalGRUScan.apply(xs.contiguous(), U, g0, g1)
+    """h_T of the recurrence above; differentiable in xs, U, g0 and g1. Under mixed precision
+    (``device.precision``) the recurrence runs in the dtype of ``U`` (fp32), outside autocast: its
+    in-place per-step products need one dtype, and a long recurrence is where low precision hurts."""
+    dtype = U.dtype
+    with torch.autocast(xs.device.type, enabled=False):
+        return AttentionalGRUScan.apply(
+            xs.to(dtype).contiguous(), U, None if g0 is None else g0.to(dtype), None if g1 is None else g1.to(dtype)
+        )

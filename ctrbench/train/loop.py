@@ -94,6 +94,19 @@ def resolve_device(device_cfg: DictConfig) -> torch.device:
     raise ConfigError(f"unknown device.type {kind!r}: expected cpu, cuda or auto")
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(device_cfg: DictConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``device.precision`` (None: plain fp32)."""
+    name = str(device_cfg.get("precision", "fp32") or "fp32")
+    if name not in PRECISIONS:
+        raise ConfigError(f"device.precision={name!r}: expected one of {', '.join(PRECISIONS)}")
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("device.precision=fp16 needs a CUDA device (its gradient scaler is CUDA's); on CPU use bf16 or fp32")
+    return PRECISIONS[name]
+
+
 def build_model(model_cfg: DictConfig, act_cfg: DictConfig, vocab: Vocab) -> CTRModel:
     """Instantiate ``model._target_`` with the vocabulary and the activation factory.
 
@@ -240,6 +253,8 @@ class Trainer:
         self.dist = distributed.setup(str(t.get("distributed", "none")), self.device, str(t.get("ddp_backend", "auto")))
         if self.dist.enabled:
             self.device = distributed.rank_device(self.device, self.dist.local_rank)
+        self.amp_dtype = resolve_precision(cfg.device, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         check_memory_budget(cfg, dataset)  # device.max_memory_gb: refuse up front what would not fit
         self.dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.paths.data_dir)
         self.model = build_model(cfg.model, cfg.act, self.dataset.vocab).to(self.device)
@@ -308,6 +323,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress.from_dict(state["progress"])
         self._resume_state = state
 
@@ -316,11 +333,12 @@ class Trainer:
         """One optimizer step; returns the loss. The loss (and the gradient norm, when
         ``trainer.grad_clip`` computes it) is read once, before the optimizer step, so a non-finite
         value stops training with the weights as they were."""
-        batch = self.reg.transform(batch, training=True).to(self.device)
-        out = self.step_model(batch)
-        loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
+        batch = self.reg.transform(batch, training=True).to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            out = self.step_model(batch)
+        loss = F.binary_cross_entropy_with_logits(out.logits.float(), batch.label)
         if out.aux_loss is not None:
-            loss = loss + out.aux_loss
+            loss = loss + out.aux_loss.float()
         penalty = self.reg.penalty(self.model, batch)
         if penalty is not None:
             loss = loss + penalty
@@ -328,7 +346,11 @@ class Trainer:
         if self.faults and self.faults.get("nan_at_step") == step:  # testing hook
             loss = loss * float("nan")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:  # fp16: scaled loss, gradients unscaled before clipping and the checks
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if self.faults and self.faults.get("nan_grad_at_step") == step:  # testing hook
             next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("nan"))
         if self.grad_clip:
@@ -342,6 +364,11 @@ class Trainer:
                 norm_value = self.dist.mean([norm_value])[0]
         if not math.isfinite(value):
             raise self.diverged(step, f"the loss became {value}")
+        if self.scaler is not None:  # fp16: an overflowing step is skipped by the scaler, which lowers its scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            return value
         if norm_value is not None and not math.isfinite(norm_value):
             raise self.diverged(step, f"the gradient norm became {norm_value}", f" (loss {value:.4g})")
         self.optimizer.step()
@@ -453,6 +480,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng": rng,
                 "progress": asdict(p),
                 "step": p.step,
@@ -683,6 +711,7 @@ class Trainer:
                 "activation": {k: v for k, v in OmegaConf.to_container(cfg.act, resolve=True).items() if k not in ("_target_", "_partial_")},
                 "regularizer": self.reg.describe(),
                 "gauc_weighting": self.weighting,
+                "precision": str(cfg.device.get("precision", "fp32") or "fp32"),
             },
             "dataset_dir": self.dataset.manifest.get("name", "") + "-" + self.dataset.manifest.get("config_hash", ""),
             "versions": versions(),
