@@ -110,14 +110,6 @@ class DistContext:
         dist.all_reduce(t)
         return (t / self.world).tolist()
 
-    def all_agree(self, flag: bool) -> bool:
-        """True when ``flag`` is true on every rank (e.g. "stop now")."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
 
 def env_world() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment ((0, 1, 0) outside torchrun)."""
@@ -155,9 +147,9 @@ def teardown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def rank_device(device: torch.device, ctx_local_rank: int) -> torch.device:
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
     """``cuda:LOCAL_RANK`` for a CUDA job, the device as given otherwise."""
     if device.type == "cuda":
-        torch.cuda.set_device(ctx_local_rank)
-        return torch.device("cuda", ctx_local_rank)
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return device

@@ -260,14 +260,15 @@ def build_window_streams(files: list[_Rows], uid: np.ndarray, n_users: int) -> t
     flat_cate = np.concatenate([f.hist_cate for f in files]).astype(np.int64)
     start = _exclusive_cumsum(hist_len)
     n = len(uid)
-    owner_row = np.repeat(np.arange(n, dtype=np.int64), hist_len)
-    pos_in_row = np.arange(len(flat_item), dtype=np.int64) - start[owner_row]
+    pos_in_row = np.arange(len(flat_item), dtype=np.int64) - np.repeat(start, hist_len)
     with np.errstate(over="ignore"):
         mult = np.uint64(0x9E3779B97F4A7C15)
         power = np.cumprod(np.full(int(hist_len.max(initial=0)) + 1, mult, dtype=np.uint64))
         elem = (flat_item.astype(np.uint64) * np.uint64(1_000_003) + flat_cate.astype(np.uint64) + np.uint64(1)) * power[pos_in_row]
         h = np.zeros(n, dtype=np.uint64)
-        np.add.at(h, owner_row, elem)
+        rows = np.flatnonzero(hist_len > 0)  # a row's elements are contiguous: one segmented (wrapping) sum
+        if len(rows):
+            h[rows] = np.add.reduceat(elem, start[rows])
         h = h * np.uint64(31) + uid.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9) + hist_len.astype(np.uint64)
     _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     rep = first[inverse.ravel()]  # the first row with the same hash
