@@ -57,12 +57,12 @@ class SyntheticSource:
     item_zipf: float = 1.0
     cate_zipf: float = 0.8
     max_interests: int = 4
-    drift: float = 0.05
-    stay: float = 0.5
+    drift: float = 0.2
+    stay: float = 0.7
     kappa: float = 4.0
-    tau: float = 8.0
+    tau: float = 1.5
     bias: float = -1.6
-    beta: float = 2.2
+    beta: float = 3.0
     gamma: float = 0.25
     seed: int = 0
 
