@@ -28,6 +28,14 @@ same bytes):
   be written as a function of a sum-pooled history. Because p is known, the Bayes-optimal score of
   every sample is known, and ``prepare`` reports the oracle AUC and GAUC of each split: no model can
   do better in expectation.
+
+* **Why these defaults.** ``drift`` 0.2 and ``stay`` 0.7 make interests change within a stream in
+  sessions; ``tau`` 1.5 makes the last few behaviours decide. On the default test split the oracle
+  GAUC is 0.851, while the same click model with the recency removed (``tau`` -> infinity: order
+  ignored) scores 0.837, so the order of the history is worth about 0.014 GAUC to a model that can
+  read it (DIEN's recurrent interest evolution) over one that cannot (DIN's attention pooling). With
+  the earlier defaults (``drift`` 0.05, ``stay`` 0.5, ``tau`` 8, ``beta`` 2.2) that headroom was
+  0.0025, within the noise between seeds.
 """
 
 from __future__ import annotations
