@@ -7,8 +7,13 @@ times ``--steps`` training steps of every model in turn; a model's rate is the m
     python scripts/bench_compare.py --models din,dien --rounds 5 --steps 60
     python scripts/bench_compare.py --models base,din --override trainer.batch_size=1024
 
-Prints one JSON line with each model's samples/s (median and all rounds) and each model's rate
-relative to the first one.
+    python scripts/bench_compare.py --models din --variant loop=optim.fused=false --variant fused=optim.fused=true
+
+``--variant LABEL=OVERRIDE[,OVERRIDE...]`` (repeatable) compares variants of one model (the first of
+``--models``) instead of models: each variant is a trainer with those extra overrides.
+
+Prints one JSON line with each model's (or variant's) samples/s (median and all rounds) and its
+rate relative to the first one.
 """
 
 from __future__ import annotations
@@ -49,13 +54,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
     ap.add_argument("--override", action="append", default=[], help="Hydra override for every model (repeatable)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=OVERRIDE[,OVERRIDE...]",
+                    help="compare variants of the first model instead of models (repeatable)")
     a = ap.parse_args()
 
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    names = [m.strip() for m in a.models.split(",") if m.strip()]
+    if a.variant:  # label -> (model, extra overrides)
+        runs = {}
+        for v in a.variant:
+            label, sep, extra = v.partition("=")
+            if not sep or not label:
+                ap.error(f"--variant {v!r}: expected LABEL=OVERRIDE[,OVERRIDE...]")
+            runs[label] = (names[0], [o for o in extra.split(",") if o])
+    else:
+        runs = {name: (name, []) for name in names}
+    models = list(runs)
     trainers, streams = {}, {}
     dataset = None
-    for name in models:
-        overrides = [f"model={name}", "device=cpu", f"device.threads={a.threads}", f"paths.data_dir={a.data_dir}", *a.override]
+    for name, (model, extra) in runs.items():
+        overrides = [f"model={model}", "device=cpu", f"device.threads={a.threads}", f"paths.data_dir={a.data_dir}", *a.override, *extra]
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)
         if dataset is None:
