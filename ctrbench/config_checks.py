@@ -145,6 +145,7 @@ def check_trainer_options(cfg: DictConfig) -> None:
     if isinstance(threads, int) and threads > MAX_THREADS:
         raise ConfigError(f"device.threads={threads!r} is invalid: expected an integer from 0 (all cores) to {MAX_THREADS}")
     _bool(cfg, "device.tune_malloc")
+    _bool(cfg, "device.compile")
 
 
 MAX_THREADS = 4096

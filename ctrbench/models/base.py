@@ -15,7 +15,12 @@ class ModelOutput:
 
 
 class CTRModel(nn.Module):
-    """Base class: ``forward(batch) -> ModelOutput``; ``embedding_tables()`` for regularizers."""
+    """Base class: ``forward(batch) -> ModelOutput``; ``embedding_tables()`` for regularizers.
+
+    ``compilable``: whether ``device.compile=true`` puts the model under torch.compile (a model
+    whose forward breaks the graph at every step runs eager instead, and the run records it)."""
+
+    compilable = True
 
     def embedding_tables(self) -> list[nn.Embedding]:
         return [m for m in self.modules() if isinstance(m, nn.Embedding)]

@@ -34,6 +34,9 @@ from ctrbench.nn.sequence import EVOLUTIONS, BilinearAttention, EvolvingGRU, aux
 
 class DIEN(CTRModel):
     needs_negative_history = True
+    # the recurrences step over the real positions of each length group (packing, a Python loop
+    # whose trip count is data): torch.compile breaks the graph at every step and was slower
+    compilable = False
 
     def __init__(
         self,

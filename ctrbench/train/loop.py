@@ -54,6 +54,7 @@ from ctrbench.atomic import atomic_path, atomic_write_text
 from ctrbench.data.batches import Batcher
 from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset, Vocab
+from ctrbench.train.compiled import check_compile_available, compile_module
 from ctrbench.memory_budget import check_memory_budget
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
@@ -275,6 +276,17 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        # the module evaluation calls; device.compile=true puts both under torch.compile (compiled.py)
+        self.eval_model = self.model
+        self.compiled = bool(cfg.device.get("compile", False))
+        if self.compiled and not self.model.compilable:
+            log.warning("device.compile=true: model=%s is not compiled (its forward breaks torch.compile's graph "
+                        "at every recurrence step); it runs eager, and metrics.json records compiled=false", cfg.model.name)
+            self.compiled = False
+        if self.compiled:
+            check_compile_available(self.device)
+            self.step_model = compile_module(self.step_model)
+            self.eval_model = compile_module(self.model)
         max_len = int(cfg.dataset.max_len)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
@@ -430,7 +442,7 @@ class Trainer:
             self.write_history()
             return
         self._check_weights("before the evaluation")
-        metrics, secs = evaluate(self.model, self.select_batches, self.device, self.weighting, self.reg, self.dist)
+        metrics, secs = evaluate(self.eval_model, self.select_batches, self.device, self.weighting, self.reg, self.dist)
         p.eval_samples += self.select_batches.n
         p.eval_seconds += secs
         row.update({f"valid_{k}": metrics[k] for k in ("auc", "gauc", "logloss")})
@@ -686,7 +698,7 @@ class Trainer:
             state = checkpoint.load(self.ckpt_path, map_location=self.device)
             self.model.load_state_dict(state["model"])
         self.dist.broadcast_module(self.model)  # rank 0's selected weights everywhere (a no-op on one process)
-        test, secs = evaluate(self.model, self.test_batches, self.device, self.weighting, self.reg, self.dist)
+        test, secs = evaluate(self.eval_model, self.test_batches, self.device, self.weighting, self.reg, self.dist)
         p.eval_samples += self.test_batches.n
         p.eval_seconds += secs
         oracle = self.dataset.manifest.get("oracle")
@@ -712,6 +724,7 @@ class Trainer:
                 "regularizer": self.reg.describe(),
                 "gauc_weighting": self.weighting,
                 "precision": str(cfg.device.get("precision", "fp32") or "fp32"),
+                "compiled": self.compiled,
             },
             "dataset_dir": self.dataset.manifest.get("name", "") + "-" + self.dataset.manifest.get("config_hash", ""),
             "versions": versions(),
