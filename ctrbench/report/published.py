@@ -55,13 +55,15 @@ class TableSpec:
     rows: tuple  # ((key, paper name), ...)
     notes: tuple = ()
     datasets: dict = field(default_factory=dict, compare=False, hash=False)
+    extra_rows: tuple = ()  # ((key, name), ...): reference rows an experiment adds, shown after the paper's
+
 
     @property
     def row_keys(self) -> list[str]:
         return [k for k, _ in self.rows]
 
     def row_name(self, key: str) -> str:
-        return dict(self.rows).get(key, key)
+        return dict(self.rows).get(key) or dict(self.extra_rows).get(key, key)
 
     @property
     def label(self) -> str:
@@ -137,6 +139,7 @@ def get_table(table_id: str) -> TableSpec | None:
         id=table_id, paper=t["paper"], table=t["table"], title=t.get("title", ""), metric=t["metric"],
         baseline=t["baseline"], reference_dataset=t["reference_dataset"],
         rows=tuple((r["key"], r["name"]) for r in t["rows"]), notes=tuple(t.get("notes", ())), datasets=t["datasets"],
+        extra_rows=tuple((r["key"], r["name"]) for r in t.get("extra_rows", ())),
     )
 
 
