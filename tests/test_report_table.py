@@ -281,6 +281,21 @@ def test_dien_tables_use_global_auc(tmp_path):
     assert "0.7605 ± 0.00059" in t.to_markdown()  # the published std, as printed
 
 
+def test_a_reference_row_of_an_experiment_is_named_and_shown_after_the_papers_rows(tmp_path):
+    """dien_table4 adds DIN, which is not a row of the DIEN paper's Table 4: it gets its name from
+    published.json's extra_rows, comes after the paper's rows, and the notes say it is extra."""
+    ROW_CONFIG.update(dien=("dien", "prelu", "none"), din=("din", "prelu", "none"))
+    runs = [("din", 0.84), ("din", 0.85), ("base", 0.80), ("base", 0.81), ("dien", 0.86), ("dien", 0.87)]
+    for job, (row, g) in enumerate(runs):
+        write_exp_run(tmp_path / "m" / str(job), row, job, g, experiment="dien_table4", protocol="dien")
+    t = build_table(find_runs([tmp_path / "m"]))
+    names = [r.row_name for r in t.rows if not r.is_oracle and not r.no_runs]
+    assert names == ["BaseModel", "DIEN (= + auxiliary loss)", "DIN (reference)"]
+    din = exp_row(t, "din")
+    assert din.published == {} and din.rela_impr is not None  # no published value; RelaImpr against BaseModel
+    assert "rows not in DIEN (Zhou et al., AAAI 2019) Table 4, shown after its rows: DIN (reference)" in t.to_markdown()
+
+
 def test_din_table4_relaimpr_is_against_its_first_row(tmp_path):
     ROW_CONFIG.update(base_no_goods=("base", "prelu", "none"), base_mba=("base", "prelu", "mba"))
     for job, (row, g) in enumerate([("base_no_goods", 0.60), ("base_no_goods", 0.61), ("base_mba", 0.62), ("base_mba", 0.63)]):
