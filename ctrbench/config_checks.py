@@ -45,6 +45,8 @@ def check_train(cfg: DictConfig) -> None:
     _int(cfg, "dataset.max_len", 1)
     _int(cfg, "trainer.batch_size", 1)
     _int(cfg, "trainer.eval_batch_size", 1)
+    if _has(cfg, "trainer.eval_workers"):
+        _int(cfg, "trainer.eval_workers", 0)
     _int(cfg, "trainer.max_epochs", 1)
     _int(cfg, "trainer.max_steps", 1, optional=True)
     _int(cfg, "trainer.eval_every", 1, optional=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -14,29 +15,56 @@ from ctrbench.train.distributed import DistContext
 from ctrbench.train.regularizers import Regularizer
 
 
-@torch.inference_mode()
+def default_eval_workers(device: torch.device) -> int:
+    """``trainer.eval_workers=0`` (auto): on CPU one worker per torch thread, each running its
+    batches single-threaded; on a GPU one."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
 def predict(
-    model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None
+    model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Click probabilities for every sample of the batcher's split, in the split's row order.
 
     With a distributed context, rank r scores the batches r, r + world, ... and the predictions of
-    all ranks are gathered, so every rank returns the whole split's predictions."""
+    all ranks are gathered, so every rank returns the whole split's predictions.
+
+    ``workers`` > 1 (CPU): that many threads score interleaved shares of the batches, torch running
+    single-threaded inside each. A forward pass is a chain of many small kernels; two of them on two
+    cores at once keep both busy where one kernel split over both waits on its slowest part
+    (docs/performance.md). Each batch is scored alone and written to its own rows, so the
+    predictions do not depend on the number of workers. None: ``default_eval_workers``."""
     was_training = model.training
     model.eval()
     world, rank = (dist.world, dist.rank) if dist is not None and dist.enabled else (1, 0)
     out = torch.empty(batcher.n, dtype=torch.float32)
-    mine = []
-    for i, idx in enumerate(batcher.batches()):
-        if i % world != rank:
-            continue
-        batch = batcher.gather(idx)
-        if reg is not None:
-            batch = reg.transform(batch, training=False)
-        logits = model(batch.to(device)).logits
-        out[idx] = torch.sigmoid(logits.float()).cpu()
-        mine.append(idx)
-    model.train(was_training)
+    mine = [idx for i, idx in enumerate(batcher.batches()) if i % world == rank]
+
+    def score(share: list[torch.Tensor]) -> None:
+        with torch.inference_mode():  # thread-local: entered in every worker
+            for idx in share:
+                batch = batcher.gather(idx)
+                if reg is not None:
+                    batch = reg.transform(batch, training=False)
+                logits = model(batch.to(device)).logits
+                out[idx] = torch.sigmoid(logits.float()).cpu()
+
+    workers = default_eval_workers(device) if workers is None else max(1, int(workers))
+    workers = min(workers, len(mine)) if device.type == "cpu" else 1
+    try:
+        if workers > 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers, thread_name_prefix="ctrbench-eval") as pool:
+                    list(pool.map(score, [mine[w::workers] for w in range(workers)]))  # re-raises a worker's error
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            score(mine)
+    finally:
+        model.train(was_training)
     if world == 1:
         return out.numpy()
     idx = torch.cat(mine) if mine else torch.empty(0, dtype=torch.int64)
@@ -44,10 +72,11 @@ def predict(
 
 
 def evaluate(
-    model: CTRModel, batcher: Batcher, device: torch.device, weighting: str, reg: Regularizer | None = None, dist: DistContext | None = None
+    model: CTRModel, batcher: Batcher, device: torch.device, weighting: str, reg: Regularizer | None = None, dist: DistContext | None = None,
+    workers: int | None = None,
 ) -> tuple[dict, float]:
     """(metrics, seconds) for the batcher's split."""
     t0 = time.perf_counter()
-    probs = predict(model, batcher, device, reg, dist)
+    probs = predict(model, batcher, device, reg, dist, workers)
     metrics = evaluate_predictions(batcher.user.numpy(), batcher.label.numpy(), probs, weighting=weighting)
     return metrics, time.perf_counter() - t0

@@ -287,6 +287,9 @@ class Trainer:
             check_compile_available(self.device)
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
+        # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
+        workers = int(t.get("eval_workers", 0) or 0)
+        self.eval_workers = 1 if self.compiled else (workers or None)
         max_len = int(cfg.dataset.max_len)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
@@ -442,7 +445,7 @@ class Trainer:
             self.write_history()
             return
         self._check_weights("before the evaluation")
-        metrics, secs = evaluate(self.eval_model, self.select_batches, self.device, self.weighting, self.reg, self.dist)
+        metrics, secs = evaluate(self.eval_model, self.select_batches, self.device, self.weighting, self.reg, self.dist, self.eval_workers)
         p.eval_samples += self.select_batches.n
         p.eval_seconds += secs
         row.update({f"valid_{k}": metrics[k] for k in ("auc", "gauc", "logloss")})
@@ -698,7 +701,7 @@ class Trainer:
             state = checkpoint.load(self.ckpt_path, map_location=self.device)
             self.model.load_state_dict(state["model"])
         self.dist.broadcast_module(self.model)  # rank 0's selected weights everywhere (a no-op on one process)
-        test, secs = evaluate(self.eval_model, self.test_batches, self.device, self.weighting, self.reg, self.dist)
+        test, secs = evaluate(self.eval_model, self.test_batches, self.device, self.weighting, self.reg, self.dist, self.eval_workers)
         p.eval_samples += self.test_batches.n
         p.eval_seconds += secs
         oracle = self.dataset.manifest.get("oracle")
