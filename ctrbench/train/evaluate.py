@@ -23,7 +23,7 @@ def default_eval_workers(device: torch.device) -> int:
 
 def predict(
     model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> np.ndarray:
     """Click probabilities for every sample of the batcher's split, in the split's row order.
 
@@ -34,7 +34,8 @@ def predict(
     single-threaded inside each. A forward pass is a chain of many small kernels; two of them on two
     cores at once keep both busy where one kernel split over both waits on its slowest part
     (docs/performance.md). Each batch is scored alone and written to its own rows, so the
-    predictions do not depend on the number of workers. None: ``default_eval_workers``."""
+    predictions do not depend on the number of workers. None: ``default_eval_workers`` (one per
+    torch thread on CPU); the default, 1, scores the batches in this thread."""
     was_training = model.training
     model.eval()
     world, rank = (dist.world, dist.rank) if dist is not None and dist.enabled else (1, 0)
@@ -73,7 +74,7 @@ def predict(
 
 def evaluate(
     model: CTRModel, batcher: Batcher, device: torch.device, weighting: str, reg: Regularizer | None = None, dist: DistContext | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> tuple[dict, float]:
     """(metrics, seconds) for the batcher's split."""
     t0 = time.perf_counter()

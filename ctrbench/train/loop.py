@@ -288,7 +288,7 @@ class Trainer:
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
-        workers = int(t.get("eval_workers", 0) or 0)
+        workers = int(t.get("eval_workers", 1))
         self.eval_workers = 1 if self.compiled else (workers or None)
         max_len = int(cfg.dataset.max_len)
         self.train_batches = Batcher(
