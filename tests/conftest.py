@@ -43,3 +43,19 @@ def _isolated_data_dir(tmp_path_factory, monkeypatch):
     """CLI runs inside tests never touch the repo's data/ folder."""
     monkeypatch.setenv("CTRBENCH_DATA_DIR", str(tmp_path_factory.getbasetemp() / "cli-data"))
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+
+def fast_trainer(dataset, run_dir: Path, *overrides: str):
+    """A Trainer set up on ``dataset`` for calling ``train_step`` directly: the train config with
+    +debug=fast on CPU and ``overrides``; the data folder is ``run_dir``'s parent's ``data``."""
+    from hydra import compose, initialize_config_dir
+
+    from ctrbench.cli import conf_dir
+    from ctrbench.train.loop import Progress, Trainer
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", ["+debug=fast", "device=cpu", f"paths.data_dir={run_dir.parent / 'data'}", *overrides])
+    t = Trainer(cfg, run_dir)
+    t.setup(dataset)
+    t.progress = Progress()
+    return t

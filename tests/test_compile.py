@@ -7,23 +7,14 @@ import logging
 import pytest
 import torch
 
+from conftest import fast_trainer
+
 from ctrbench.errors import ConfigError
 
 
-def _trainer(tiny_dataset, tmp_path, model: str, compile_: bool, extra: tuple[str, ...] = ()):
-    from hydra import compose, initialize_config_dir
-
-    from ctrbench.cli import conf_dir
-    from ctrbench.train.loop import Progress, Trainer
-
-    overrides = ["+debug=fast", "device=cpu", f"paths.data_dir={tmp_path / 'data'}", f"model={model}", f"device.compile={str(compile_).lower()}", *extra]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides)
+def _trainer(tiny_dataset, tmp_path, model: str, compile_: bool):
     torch.manual_seed(0)
-    t = Trainer(cfg, tmp_path / ("compiled" if compile_ else "eager"))
-    t.setup(tiny_dataset)
-    t.progress = Progress()
-    return t
+    return fast_trainer(tiny_dataset, tmp_path / ("compiled" if compile_ else "eager"), f"model={model}", f"device.compile={str(compile_).lower()}")
 
 
 def test_compiled_din_trains_and_scores_like_eager(tiny_dataset, tmp_path):

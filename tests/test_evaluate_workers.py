@@ -6,21 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fast_trainer
+
 from ctrbench.errors import ConfigError
 from ctrbench.train.evaluate import default_eval_workers, predict
 
 
 def _trainer(tiny_dataset, tmp_path, *overrides):
-    from hydra import compose, initialize_config_dir
-
-    from ctrbench.cli import conf_dir
-    from ctrbench.train.loop import Progress, Trainer
-
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", ["+debug=fast", "device=cpu", f"paths.data_dir={tmp_path / 'data'}", "trainer.eval_batch_size=16", *overrides])
-    t = Trainer(cfg, tmp_path / "run")
-    t.setup(tiny_dataset)
-    t.progress = Progress()
+    t = fast_trainer(tiny_dataset, tmp_path / "run", "trainer.eval_batch_size=16", *overrides)
     for i, (_, batch) in enumerate(t.train_batches):  # trained a little, so scores differ between samples
         t.train_step(batch)
         if i == 3:

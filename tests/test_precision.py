@@ -8,6 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import fast_trainer
+
 from ctrbench.errors import ConfigError
 from ctrbench.train.loop import resolve_precision
 
@@ -16,16 +18,7 @@ MODELS = ["lr", "base", "wdl", "pnn", "deepfm", "din", "dien"]
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_under_bf16_autocast(model, tiny_dataset, tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from ctrbench.cli import conf_dir
-    from ctrbench.train.loop import Progress, Trainer
-
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", ["+debug=fast", "device=cpu", f"paths.data_dir={tmp_path / 'data'}", f"model={model}", "device.precision=bf16"])
-    t = Trainer(cfg, tmp_path)
-    t.setup(tiny_dataset)
-    t.progress = Progress()
+    t = fast_trainer(tiny_dataset, tmp_path / "run", f"model={model}", "device.precision=bf16")
     losses = []
     for i, (_, batch) in enumerate(t.train_batches):
         losses.append(t.train_step(batch))

@@ -57,7 +57,6 @@ class TableSpec:
     datasets: dict = field(default_factory=dict, compare=False, hash=False)
     extra_rows: tuple = ()  # ((key, name), ...): reference rows an experiment adds, shown after the paper's
 
-
     @property
     def row_keys(self) -> list[str]:
         return [k for k, _ in self.rows]

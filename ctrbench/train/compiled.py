@@ -31,8 +31,6 @@ CXX_COMPILERS = ("g++", "c++", "clang++")
 
 def check_compile_available(device: torch.device) -> None:
     """A clear error up front instead of an inductor failure at the first step."""
-    if not hasattr(torch, "compile"):
-        raise ConfigError(f"device.compile=true needs torch.compile (torch >= 2.0); this is torch {torch.__version__}: set device.compile=false")
     if device.type == "cpu" and not any(shutil.which(c) for c in CXX_COMPILERS):
         raise ConfigError(
             "device.compile=true on CPU needs a C++ compiler for torch.compile's inductor backend "

@@ -31,10 +31,10 @@ def predict(
     all ranks are gathered, so every rank returns the whole split's predictions.
 
     ``workers`` > 1 (CPU): that many threads score interleaved shares of the batches, torch running
-    single-threaded inside each. A forward pass is a chain of many small kernels; two of them on two
-    cores at once keep both busy where one kernel split over both waits on its slowest part
-    (docs/performance.md). Each batch is scored alone and written to its own rows, so the
-    predictions do not depend on the number of workers. None: ``default_eval_workers`` (one per
+    single-threaded inside each, so each core runs whole forward passes instead of a share of every
+    kernel. Measured faster for long histories and slower for short ones (docs/performance.md), hence
+    not the default. Each batch is scored alone and written to its own rows, so the predictions do
+    not depend on the number of workers. None: ``default_eval_workers`` (one per
     torch thread on CPU); the default, 1, scores the batches in this thread."""
     was_training = model.training
     model.eval()

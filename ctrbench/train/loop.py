@@ -288,8 +288,8 @@ class Trainer:
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
-        workers = int(t.get("eval_workers", 1))
-        self.eval_workers = 1 if self.compiled else (workers or None)
+        workers = int(t.get("eval_workers", 1))  # 0: one per torch thread (None for evaluate.predict)
+        self.eval_workers = 1 if self.compiled else (workers if workers > 0 else None)
         max_len = int(cfg.dataset.max_len)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
