@@ -72,3 +72,17 @@ def test_labels_follow_the_click_probability():
 def test_bad_synthetic_config():
     with pytest.raises(ConfigError, match="n_cates"):
         SyntheticSource(n_items=20, n_cates=50)
+
+
+def test_user_count_follows_the_protocol_unless_set():
+    from ctrbench.data.protocols import DIENProtocol
+
+    src = SyntheticSource()
+    assert src.n_users is None
+    assert src.users_for("din") == 20_000 and src.users_for("movielens") == 20_000
+    assert src.users_for("dien") == 192_403  # DIEN paper Table 1, Electronics: one sample per user
+    assert SyntheticSource(n_users=500).users_for("dien") == 500
+    tiny = {k: v for k, v in TINY_SOURCE.items() if k != "n_users"}
+    streams, _, splits, info = SyntheticSource(**tiny, n_users=400).build(DIENProtocol())
+    assert info["synthetic_users"] == 400 and len(streams.offsets) == 402
+    assert sum(len(s) for s in splits.values()) == 2 * 400  # one positive and one negative per user

@@ -36,6 +36,14 @@ same bytes):
   read it (DIEN's recurrent interest evolution) over one that cannot (DIN's attention pooling). With
   the earlier defaults (``drift`` 0.05, ``stay`` 0.5, ``tau`` 8, ``beta`` 2.2) that headroom was
   0.0025, within the noise between seeds.
+
+* **How many users: by protocol.** ``n_users`` null (the default) means 20,000 users under the DIN
+  protocol (about 22 training samples per user: 440k) and **192,403 under the DIEN protocol**, the
+  DIEN paper's Electronics user count (papers.md §2.1, DIEN Table 1), because that protocol keeps
+  one sample per user: 20,000 users would give 32,400 training samples, a tenth of the paper's, on
+  which the recurrent models overfit and rank below DIN (docs/results/dien_table4_synthetic.md). A
+  number set explicitly is used under every protocol. ``prepare`` records the count used
+  (``synthetic_users`` in the dataset's info).
 """
 
 from __future__ import annotations
@@ -48,13 +56,17 @@ import numpy as np
 from ctrbench.data.schema import Samples, Streams
 from ctrbench.errors import ConfigError
 
+#: Users generated when ``n_users`` is null, by protocol name; any other protocol gets DEFAULT_USERS.
+USERS_BY_PROTOCOL = {"dien": 192_403}  # DIEN paper Table 1, Electronics (papers.md §2.1): one sample per user
+DEFAULT_USERS = 20_000
+
 INT_FIELDS = ("n_users", "n_items", "n_cates", "min_len", "max_len", "latent_dim", "max_interests", "seed")
 FLOAT_FIELDS = ("mean_len", "item_noise", "item_zipf", "cate_zipf", "drift", "stay", "kappa", "tau", "bias", "beta", "gamma")
 
 
 @dataclass
 class SyntheticSource:
-    n_users: int = 20000
+    n_users: int | None = None  # None: by protocol, USERS_BY_PROTOCOL / DEFAULT_USERS
     n_items: int = 3000
     n_cates: int = 60
     min_len: int = 4
@@ -79,6 +91,8 @@ class SyntheticSource:
     def __post_init__(self) -> None:
         for key in INT_FIELDS:
             v = getattr(self, key)
+            if key == "n_users" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or not -(2**31) < v < 2**31:
                 raise ConfigError(f"dataset.source.{key}={v!r} is invalid for the synthetic dataset: expected an integer below 2**31")
         for key in FLOAT_FIELDS:
@@ -87,7 +101,7 @@ class SyntheticSource:
                 raise ConfigError(f"dataset.source.{key}={v!r} is invalid for the synthetic dataset: expected a finite number")
         k = "dataset.source."
         checks = {  # key: (valid?, what is expected; naming the other key of a constraint)
-            "n_users": (self.n_users >= 1, ">= 1"),
+            "n_users": (self.n_users is None or self.n_users >= 1, ">= 1, or null for the protocol's default"),
             "n_items": (self.n_items >= 10, ">= 10"),
             "n_cates": (1 <= self.n_cates <= self.n_items, f"from 1 to {k}n_items={self.n_items}"),
             "min_len": (self.min_len >= 3, ">= 3"),
@@ -106,6 +120,12 @@ class SyntheticSource:
 
     def config(self) -> dict:
         return asdict(self)
+
+    def users_for(self, protocol_name: str) -> int:
+        """The number of users to generate under the named protocol (``n_users`` when set)."""
+        if self.n_users is not None:
+            return self.n_users
+        return USERS_BY_PROTOCOL.get(protocol_name, DEFAULT_USERS)
 
     # ---- the world -------------------------------------------------------------------------
     def _world(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -128,8 +148,8 @@ class SyntheticSource:
         cate_pop = np.bincount(item_cate, weights=pop, minlength=self.n_cates + 1)
         return {"item_cate": item_cate, "item_vec": item_vec, "pop": pop, "pop_z": pop_z, "cate_pop": cate_pop}
 
-    def _streams(self, world: dict[str, np.ndarray], rng: np.random.Generator) -> Streams:
-        U, C = self.n_users, self.n_cates
+    def _streams(self, world: dict[str, np.ndarray], rng: np.random.Generator, n_users: int | None = None) -> Streams:
+        U, C = n_users or self.users_for(""), self.n_cates
         # Stream lengths: min_len + geometric tail, capped at max_len.
         extra_mean = max(self.mean_len - self.min_len, 1e-9)
         lengths = np.minimum(self.min_len + rng.geometric(1.0 / (1.0 + extra_mean), size=U) - 1, self.max_len)
@@ -195,8 +215,10 @@ class SyntheticSource:
     def build(self, protocol) -> tuple[Streams, np.ndarray, dict[str, Samples], dict]:
         rng = np.random.default_rng(self.seed)
         world = self._world(rng)
-        streams = self._streams(world, rng)
+        n_users = self.users_for(getattr(protocol, "name", ""))
+        streams = self._streams(world, rng, n_users)
         splits, info = protocol.build(streams, world["item_cate"])
+        info["synthetic_users"] = n_users
         label_rng = np.random.default_rng([self.seed, 1])
         for name in ("train", "valid", "test"):
             s = splits[name]
