@@ -44,7 +44,7 @@ def check_train(cfg: DictConfig) -> None:
     _int(cfg, "seed", 0, maximum=2**63 - 1)  # what torch.manual_seed takes
     _int(cfg, "dataset.max_len", 1)
     _int(cfg, "trainer.batch_size", 1)
-    _int(cfg, "trainer.eval_batch_size", 1)
+    _int(cfg, "trainer.eval_batch_size", 1, optional=True)
     if _has(cfg, "trainer.eval_workers"):
         _int(cfg, "trainer.eval_workers", 0)
     _int(cfg, "trainer.max_epochs", 1)

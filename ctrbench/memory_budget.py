@@ -15,7 +15,8 @@ The estimate (GB = 2**30 bytes) is the sum of, roughly:
   momentum, none without;
 - **activations**: one training batch's forward and backward (``trainer.batch_size`` x the history
   length the model sees, min(``dataset.max_len``, the longest behaviour stream)) or one
-  evaluation batch's forward (``trainer.eval_batch_size``), whichever is larger.
+  evaluation batch's forward (``trainer.eval_batch_size``; when null, 4,096 rows, the most
+  the automatic choice takes), whichever is larger.
 
 It is an estimate to catch the run that cannot fit (a full dataset on a laptop, an embedding
 dimension with one zero too many) before it is loaded and trained for an hour, not an accounting:
@@ -174,7 +175,7 @@ def estimate_memory(
         moments, optim_label = 0, f"{optim_name}: none"
 
     batch = int(trainer_cfg.get("batch_size", 256))
-    eval_batch = int(trainer_cfg.get("eval_batch_size", batch) or batch)
+    eval_batch = int(trainer_cfg.get("eval_batch_size") or 4096)  # null (auto): at most 4,096 rows (GPU; CPU 384 or 2,048)
     floats = _activation_floats_per_sample(model_cfg, hist_len)
     index_bytes = 5 * INT * hist_len  # hist item / cate / position / mask / negatives per position
     activations = max(batch * (2 * FLOAT * floats + index_bytes), eval_batch * (FLOAT * floats + index_bytes))

@@ -80,7 +80,7 @@ def compose(a: argparse.Namespace, data_dir: str):
     overrides = [
         *dataset_overrides(a), f"model={a.model}", f"act={a.act}", "reg=none", "optim=adam", "optim.lr=0.001",
         "device=cpu" if a.device == "cpu" else f"device={a.device}", f"device.threads={a.threads}",
-        f"trainer.batch_size={a.batch}", f"trainer.eval_batch_size={a.eval_batch}", f"trainer.eval_workers={a.eval_workers}", f"trainer.max_epochs={a.epochs}",
+        f"trainer.batch_size={a.batch}", "trainer.eval_batch_size=" + ("null" if a.eval_batch is None else str(a.eval_batch)), f"trainer.eval_workers={a.eval_workers}", f"trainer.max_epochs={a.epochs}",
         "trainer.selection=last", "trainer.patience=0", "trainer.progress=false", f"seed={a.seed}",
         f"model.embedding_dim={a.embedding_dim}", "model.use_user=true", f"paths.data_dir={data_dir}", *a.override,
     ]
@@ -130,7 +130,7 @@ def run_train(a: argparse.Namespace, data_dir: str) -> dict:
         "test_rows": len(dataset.splits["test"]),
         "epochs": a.epochs,
         "batch": a.batch,
-        "eval_batch": a.eval_batch,
+        "eval_batch": m["eval_batch_size"],
         "eval_workers": a.eval_workers,
         "embedding_dim": a.embedding_dim,
         "threads": torch.get_num_threads(),
@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="din")
     ap.add_argument("--act", default="prelu")
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--eval-batch", type=int, default=384,
-                    help="evaluation batch: on the peers' data (histories of 3-50) 256-512 is fastest on these CPUs, "
-                         "where a batch's attention activations stay in cache (docs/performance.md)")
+    ap.add_argument("--eval-batch", type=int, default=None,
+                    help="evaluation batch (default: the trainer's automatic choice, 384 rows for DIN and 2,048 "
+                         "for the other models on CPU; docs/performance.md)")
     ap.add_argument("--eval-workers", type=int, default=0,
                     help="trainer.eval_workers: threads scoring evaluation batches side by side (0: one per torch thread)")
     ap.add_argument("--epochs", type=int, default=1)

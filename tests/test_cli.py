@@ -61,6 +61,7 @@ def test_train_writes_the_run_folder(trained):
     assert 0.5 < m["oracle"]["test"]["gauc"] < 1
     assert m["valid_best"]["step"] > 0 and m["train_samples_per_s"] > 0 and m["peak_memory_mb"] > 0
     assert m["variant"]["attention_softmax"] is False and m["variant"]["attention_inputs"] == "qk_diff_prod"
+    assert m["eval_batch_size"] == 384  # trainer.eval_batch_size=null: DIN's automatic choice on CPU
     assert {"torch", "ctrbench", "python"} <= set(m["versions"])
     hist = pd.read_csv(trained / "history.csv")
     assert list(hist["step"]) == [10, 20] and "valid_gauc" in hist

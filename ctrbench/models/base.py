@@ -18,9 +18,13 @@ class CTRModel(nn.Module):
     """Base class: ``forward(batch) -> ModelOutput``; ``embedding_tables()`` for regularizers.
 
     ``compilable``: whether ``device.compile=true`` puts the model under torch.compile (a model
-    whose forward breaks the graph at every step runs eager instead, and the run records it)."""
+    whose forward breaks the graph at every step runs eager instead, and the run records it).
+
+    ``eval_rows_cpu``: the evaluation batch size on CPU when ``trainer.eval_batch_size`` is null
+    (``evaluate.default_eval_batch_size``)."""
 
     compilable = True
+    eval_rows_cpu = 2048
 
     def embedding_tables(self) -> list[nn.Embedding]:
         return [m for m in self.modules() if isinstance(m, nn.Embedding)]

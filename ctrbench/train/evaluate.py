@@ -15,6 +15,19 @@ from ctrbench.train.distributed import DistContext
 from ctrbench.train.regularizers import Regularizer
 
 
+#: evaluation batch size on a GPU when trainer.eval_batch_size is null (not measured: no GPU was lent)
+EVAL_ROWS_GPU = 4096
+
+
+def default_eval_batch_size(model: CTRModel, device: torch.device) -> int:
+    """``trainer.eval_batch_size=null`` (auto). On CPU the model's ``eval_rows_cpu``: 2,048 rows,
+    or 384 for DIN, whose attention MLP runs over every history position (measured fastest on both
+    the default data and the peers' bench data; docs/performance.md). On a GPU, ``EVAL_ROWS_GPU``.
+    Scores do not depend on it (evaluation-mode outputs are per sample), except under
+    ``act.mode=code``, whose Dice uses the evaluation batch's statistics by design."""
+    return int(model.eval_rows_cpu) if device.type == "cpu" else EVAL_ROWS_GPU
+
+
 def default_eval_workers(device: torch.device) -> int:
     """``trainer.eval_workers=0`` (auto): on CPU one worker per torch thread, each running its
     batches single-threaded; on a GPU one."""

@@ -62,7 +62,7 @@ from ctrbench.runtime import tune_malloc
 from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed
-from ctrbench.train.evaluate import evaluate
+from ctrbench.train.evaluate import default_eval_batch_size, evaluate
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.regularizers import Regularizer
 
@@ -291,6 +291,8 @@ class Trainer:
         workers = int(t.get("eval_workers", 1))  # 0: one per torch thread (None for evaluate.predict)
         self.eval_workers = 1 if self.compiled else (workers if workers > 0 else None)
         max_len = int(cfg.dataset.max_len)
+        eval_rows = t.get("eval_batch_size")
+        self.eval_batch_size = int(eval_rows) if eval_rows is not None else default_eval_batch_size(self.model, self.device)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
             negative_history=bool(getattr(self.model, "needs_negative_history", False)),
@@ -304,9 +306,9 @@ class Trainer:
                 "(set dataset.protocol.valid_positions >= 1, or trainer.selection=last)"
             )
         self.select_batches = (
-            Batcher(self.dataset, select_split, int(t.eval_batch_size), max_len) if select_split else None
+            Batcher(self.dataset, select_split, self.eval_batch_size, max_len) if select_split else None
         )
-        self.test_batches = Batcher(self.dataset, "test", int(t.eval_batch_size), max_len)
+        self.test_batches = Batcher(self.dataset, "test", self.eval_batch_size, max_len)
         n_batches = len(self.train_batches)
         if n_batches == 0:
             raise ConfigError("the training split is empty: nothing to train on")
@@ -721,6 +723,7 @@ class Trainer:
             "epochs": p.epoch,
             "device": str(self.device),
             "threads": torch.get_num_threads(),
+            "eval_batch_size": self.eval_batch_size,  # the rows actually used (trainer.eval_batch_size, or its auto choice)
             "variant": {
                 **self.model.variant(),
                 "activation": {k: v for k, v in OmegaConf.to_container(cfg.act, resolve=True).items() if k not in ("_target_", "_partial_")},
