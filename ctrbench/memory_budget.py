@@ -15,8 +15,8 @@ The estimate (GB = 2**30 bytes) is the sum of, roughly:
   momentum, none without;
 - **activations**: one training batch's forward and backward (``trainer.batch_size`` x the history
   length the model sees, min(``dataset.max_len``, the longest behaviour stream)) or one
-  evaluation batch's forward (``trainer.eval_batch_size``; when null, 4,096 rows, the most
-  the automatic choice takes), whichever is larger.
+  evaluation batch's forward (``trainer.eval_batch_size``; when null, the most the automatic
+  choice takes: 2,048 rows on CPU, 4,096 on a GPU), whichever is larger.
 
 It is an estimate to catch the run that cannot fit (a full dataset on a laptop, an embedding
 dimension with one zero too many) before it is loaded and trained for an hour, not an accounting:
@@ -134,10 +134,13 @@ def estimate_memory(
     max_len: int,
     act_cfg: DictConfig | None = None,
     optim_cfg: DictConfig | None = None,
+    device_type: str = "auto",
 ) -> MemoryEstimate:
     """Estimate the resident memory of training ``model_cfg`` on ``dataset`` (a loaded
     ``ProcessedDataset``, the folder of a processed dataset, or its manifest dict) with
-    ``trainer_cfg`` (batch sizes, selection) and histories cut to ``max_len``."""
+    ``trainer_cfg`` (batch sizes, selection) and histories cut to ``max_len``. ``device_type``
+    (``device.type``; ``auto`` is a GPU when torch sees one) bounds the automatic evaluation batch:
+    2,048 rows on CPU, 4,096 on a GPU."""
     m = _manifest_of(dataset)
     try:
         vocab = Vocab(**{k: int(v) for k, v in m["vocab"].items()})
@@ -175,7 +178,11 @@ def estimate_memory(
         moments, optim_label = 0, f"{optim_name}: none"
 
     batch = int(trainer_cfg.get("batch_size", 256))
-    eval_batch = int(trainer_cfg.get("eval_batch_size") or 4096)  # null (auto): at most 4,096 rows (GPU; CPU 384 or 2,048)
+    if device_type == "auto":
+        import torch
+
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    eval_batch = int(trainer_cfg.get("eval_batch_size") or (2048 if device_type == "cpu" else 4096))  # null: the auto choice's largest
     floats = _activation_floats_per_sample(model_cfg, hist_len)
     index_bytes = 5 * INT * hist_len  # hist item / cate / position / mask / negatives per position
     activations = max(batch * (2 * FLOAT * floats + index_bytes), eval_batch * (FLOAT * floats + index_bytes))
@@ -190,6 +197,7 @@ def estimate_memory(
     details = {
         "behaviours": n_beh, "samples": sum(split_rows.values()), "parameters": n_params, "vocab": vocab.__dict__,
         "history_length": hist_len, "batch_size": batch, "eval_batch_size": eval_batch,
+        "eval_batch_set": trainer_cfg.get("eval_batch_size") is not None,
     }
     return MemoryEstimate(parts=parts, details=details)
 
@@ -210,7 +218,8 @@ def _advice(est: MemoryEstimate, cfg: DictConfig) -> str:
         (model_bytes, model_tip),
         (parts.get("activations", 0), (
             f"a smaller dataset.max_len (now {OmegaConf.select(cfg, 'dataset.max_len', default=None)}) or "
-            f"trainer.batch_size / trainer.eval_batch_size (now {d['batch_size']} / {d['eval_batch_size']})"
+            f"trainer.batch_size / trainer.eval_batch_size (now {d['batch_size']} / "
+            f"{d['eval_batch_size'] if d.get('eval_batch_set', True) else 'null, estimated at ' + format(d['eval_batch_size'], ',') + ' rows'})"
         )),
     ]
     ordered = [tip for _, tip in sorted(tips, key=lambda t: t[0], reverse=True)]
@@ -232,6 +241,7 @@ def check_memory_budget(cfg: DictConfig, dataset=None) -> MemoryEstimate | None:
     est = estimate_memory(
         dataset, cfg.model, cfg.trainer, int(cfg.dataset.max_len),
         act_cfg=OmegaConf.select(cfg, "act", default=None), optim_cfg=OmegaConf.select(cfg, "optim", default=None),
+        device_type=str(OmegaConf.select(cfg, "device.type", default="auto")),
     )
     if est.total > budget * GB:
         raise ConfigError(

@@ -98,6 +98,10 @@ def test_over_budget_is_one_clear_line():
     assert msg.startswith("this run needs about ") and "more than device.max_memory_gb=0.25" in msg
     for part in ("data", "parameters", "gradients", "optimizer state (adam: 2 x parameters)", "activations"):
         assert part in msg
+    # trainer.eval_batch_size=null: estimated at the automatic choice's largest, 2,048 rows on CPU and 4,096 on a GPU
+    for device, rows in (("cpu", "2,048"), ("cuda", "4,096")):
+        with pytest.raises(ConfigError, match=rf"now 256 / null, estimated at {rows} rows\)"):
+            check_memory_budget(train_cfg(f"device={device}", "device.max_memory_gb=0.25", "dataset.max_len=100"), BIG)
     for tip in ("dataset.max_len (now 100)", "model.embedding_dim=18", "a smaller dataset or split", "optim=sgd", "a bigger budget (device.max_memory_gb)"):
         assert tip in msg
     assert msg.index("a smaller dataset or split") < msg.index("model.embedding_dim")  # the biggest part first
