@@ -41,7 +41,7 @@ same bytes):
   protocol (about 22 training samples per user: 440k) and **192,403 under the DIEN protocol**, the
   DIEN paper's Electronics user count (papers.md §2.1, DIEN Table 1), because that protocol keeps
   one sample per user: 20,000 users would give 32,400 training samples, a tenth of the paper's, on
-  which the recurrent models overfit and rank below DIN (docs/results/dien_table4_synthetic.md). A
+  which the recurrent models overfit and rank below DIN (docs/results/dien_table4_synthetic_20k_users.md). A
   number set explicitly is used under every protocol. ``prepare`` records the count used
   (``synthetic_users`` in the dataset's info).
 """
