@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ctrbench.config_checks import check_dataset, check_missing, check_train
+from ctrbench.config_checks import check_dataset, check_evaluate, check_missing, check_train
 from ctrbench.errors import ConfigError, DataError, UserError
 from ctrbench.report.dataset_stats import dataset_table
 
@@ -154,7 +154,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
     from ctrbench.train.evaluate import default_eval_batch_size, evaluate
     from ctrbench.train.loop import build_model, build_regularizer, resolve_device
 
-    check_missing(cfg)
+    check_evaluate(cfg)
     if not cfg.run_dir:
         raise ConfigError("no run folder given: expected `ctrbench evaluate RUN_DIR [split=test]`")
     run = Path(cfg.run_dir)

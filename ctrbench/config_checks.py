@@ -65,6 +65,12 @@ def check_train(cfg: DictConfig) -> None:
     check_dataset(cfg, missing_checked=True)
 
 
+def check_evaluate(cfg: DictConfig) -> None:
+    """``ctrbench evaluate``'s own settings."""
+    check_missing(cfg)
+    _int(cfg, "batch_size", 1, optional=True)
+
+
 def check_dataset(cfg: DictConfig, missing_checked: bool = False) -> None:
     if not missing_checked:
         check_missing(cfg)

@@ -76,6 +76,12 @@ def test_evaluate_rescoring_matches_the_run(trained, work):
     assert again["auc"] == pytest.approx(m["test"]["auc"], abs=1e-9)
 
 
+def test_evaluate_rejects_a_bad_batch_size(trained, work):
+    for bad in ("0", "many"):
+        proc = ctrbench("evaluate", str(trained), f"batch_size={bad}", cwd=work, check=False)
+        assert proc.returncode == 2 and "batch_size=" in proc.stderr and "expected an integer >= 1 or null" in proc.stderr, proc.stderr
+
+
 def test_cfg_job_prints_the_composed_config(work):
     out = ctrbench("train", "model=base", "trainer.batch_size=32", "--cfg", "job", cwd=work).stdout
     assert "batch_size: 32" in out and "embedding_mlp.BaseModel" in out
