@@ -182,7 +182,12 @@ def estimate_memory(
         import torch
 
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    eval_batch = int(trainer_cfg.get("eval_batch_size") or (2048 if device_type == "cpu" else 4096))  # null: the auto choice's largest
+    from ctrbench.models.base import CTRModel
+    from ctrbench.train.evaluate import EVAL_ROWS_GPU
+
+    # null: the automatic choice's largest (CTRModel's CPU default is the largest any model takes)
+    auto_rows = CTRModel.eval_rows_cpu if device_type == "cpu" else EVAL_ROWS_GPU
+    eval_batch = int(trainer_cfg.get("eval_batch_size") or auto_rows)
     floats = _activation_floats_per_sample(model_cfg, hist_len)
     index_bytes = 5 * INT * hist_len  # hist item / cate / position / mask / negatives per position
     activations = max(batch * (2 * FLOAT * floats + index_bytes), eval_batch * (FLOAT * floats + index_bytes))
@@ -219,7 +224,7 @@ def _advice(est: MemoryEstimate, cfg: DictConfig) -> str:
         (parts.get("activations", 0), (
             f"a smaller dataset.max_len (now {OmegaConf.select(cfg, 'dataset.max_len', default=None)}) or "
             f"trainer.batch_size / trainer.eval_batch_size (now {d['batch_size']} / "
-            f"{d['eval_batch_size'] if d.get('eval_batch_set', True) else 'null, estimated at ' + format(d['eval_batch_size'], ',') + ' rows'})"
+            f"{d['eval_batch_size'] if d['eval_batch_set'] else 'null, estimated at ' + format(d['eval_batch_size'], ',') + ' rows'})"
         )),
     ]
     ordered = [tip for _, tip in sorted(tips, key=lambda t: t[0], reverse=True)]

@@ -45,7 +45,7 @@ def test_oracle_score_is_the_click_probability():
     src = SyntheticSource(**TINY_SOURCE)
     rng = np.random.default_rng(src.seed)
     world = src._world(rng)
-    streams = src._streams(world, rng)
+    streams = src._streams(world, rng, src.users_for("din"))
     _, _, splits, _ = src.build(DINProtocol())
     s = splits["test"]
     # recompute p for one sample by hand from the module's formula

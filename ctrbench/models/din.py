@@ -29,7 +29,8 @@ from ctrbench.nn.layers import MLP, ItemEmbeddings
 
 class DIN(CTRModel):
     # evaluation on CPU: the attention MLP's activations grow with rows x history positions, and
-    # 384-row batches were measured fastest (docs/performance.md); the other models prefer 2,048
+    # 384-row batches were at or near the fastest measured (docs/performance.md); the other models
+    # prefer 2,048
     eval_rows_cpu = 384
 
     def __init__(

@@ -21,11 +21,16 @@ EVAL_ROWS_GPU = 4096
 
 def default_eval_batch_size(model: CTRModel, device: torch.device) -> int:
     """``trainer.eval_batch_size=null`` (auto). On CPU the model's ``eval_rows_cpu``: 2,048 rows,
-    or 384 for DIN, whose attention MLP runs over every history position (measured fastest on both
-    the default data and the peers' bench data; docs/performance.md). On a GPU, ``EVAL_ROWS_GPU``.
-    Scores do not depend on it (evaluation-mode outputs are per sample), except under
-    ``act.mode=code``, whose Dice uses the evaluation batch's statistics by design."""
+    or 384 for DIN, whose attention MLP runs over every history position (at or near the fastest
+    size measured on both the default data and the peers' bench data; docs/performance.md). On a
+    GPU, ``EVAL_ROWS_GPU``. Scores do not depend on it (evaluation-mode outputs are per sample),
+    except under ``act.mode=code``, whose Dice uses the evaluation batch's statistics by design."""
     return int(model.eval_rows_cpu) if device.type == "cpu" else EVAL_ROWS_GPU
+
+
+def resolve_eval_batch_size(setting, model: CTRModel, device: torch.device) -> int:
+    """The evaluation batch size to use: ``setting`` (a config value) when set, else the automatic one."""
+    return int(setting) if setting is not None else default_eval_batch_size(model, device)
 
 
 def default_eval_workers(device: torch.device) -> int:
@@ -36,7 +41,7 @@ def default_eval_workers(device: torch.device) -> int:
 
 def predict(
     model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None,
-    workers: int | None = 1,
+    workers: int = 1,
 ) -> np.ndarray:
     """Click probabilities for every sample of the batcher's split, in the split's row order.
 
@@ -47,8 +52,8 @@ def predict(
     single-threaded inside each, so each core runs whole forward passes instead of a share of every
     kernel. Measured faster for long histories and slower for short ones (docs/performance.md), hence
     not the default. Each batch is scored alone and written to its own rows, so the predictions do
-    not depend on the number of workers. None: ``default_eval_workers`` (one per
-    torch thread on CPU); the default, 1, scores the batches in this thread."""
+    not depend on the number of workers. 0: ``default_eval_workers`` (one per
+    torch thread on CPU), as ``trainer.eval_workers=0``; the default, 1, scores the batches in this thread."""
     was_training = model.training
     model.eval()
     world, rank = (dist.world, dist.rank) if dist is not None and dist.enabled else (1, 0)
@@ -64,7 +69,7 @@ def predict(
                 logits = model(batch.to(device)).logits
                 out[idx] = torch.sigmoid(logits.float()).cpu()
 
-    workers = default_eval_workers(device) if workers is None else max(1, int(workers))
+    workers = default_eval_workers(device) if int(workers) == 0 else max(1, int(workers))
     workers = min(workers, len(mine)) if device.type == "cpu" else 1
     try:
         if workers > 1:
@@ -87,7 +92,7 @@ def predict(
 
 def evaluate(
     model: CTRModel, batcher: Batcher, device: torch.device, weighting: str, reg: Regularizer | None = None, dist: DistContext | None = None,
-    workers: int | None = 1,
+    workers: int = 1,
 ) -> tuple[dict, float]:
     """(metrics, seconds) for the batcher's split."""
     t0 = time.perf_counter()

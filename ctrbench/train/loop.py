@@ -62,7 +62,7 @@ from ctrbench.runtime import tune_malloc
 from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed
-from ctrbench.train.evaluate import default_eval_batch_size, evaluate
+from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.regularizers import Regularizer
 
@@ -288,11 +288,9 @@ class Trainer:
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
-        workers = int(t.get("eval_workers", 1))  # 0: one per torch thread (None for evaluate.predict)
-        self.eval_workers = 1 if self.compiled else (workers if workers > 0 else None)
+        self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
-        eval_rows = t.get("eval_batch_size")
-        self.eval_batch_size = int(eval_rows) if eval_rows is not None else default_eval_batch_size(self.model, self.device)
+        self.eval_batch_size = resolve_eval_batch_size(t.get("eval_batch_size"), self.model, self.device)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
             negative_history=bool(getattr(self.model, "needs_negative_history", False)),

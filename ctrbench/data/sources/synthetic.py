@@ -148,8 +148,8 @@ class SyntheticSource:
         cate_pop = np.bincount(item_cate, weights=pop, minlength=self.n_cates + 1)
         return {"item_cate": item_cate, "item_vec": item_vec, "pop": pop, "pop_z": pop_z, "cate_pop": cate_pop}
 
-    def _streams(self, world: dict[str, np.ndarray], rng: np.random.Generator, n_users: int | None = None) -> Streams:
-        U, C = n_users or self.users_for(""), self.n_cates
+    def _streams(self, world: dict[str, np.ndarray], rng: np.random.Generator, n_users: int) -> Streams:
+        U, C = n_users, self.n_cates
         # Stream lengths: min_len + geometric tail, capped at max_len.
         extra_mean = max(self.mean_len - self.min_len, 1e-9)
         lengths = np.minimum(self.min_len + rng.geometric(1.0 / (1.0 + extra_mean), size=U) - 1, self.max_len)
