@@ -106,6 +106,30 @@ def test_multirun_then_table(tmp_path):
     assert set(df["model"]) >= {"lr", "base"} and (df.loc[df.model == "base", "n_seeds"] == 2).all()
 
 
+def test_din_table3_multirun_then_table_in_every_format(tmp_path):
+    """The issue's end-to-end: a fast-mode +experiment=din_table3 multirun (2 rows x 2 seeds), then the
+    report in every format, with the paper's row names, the published numbers and the training setup."""
+    ctrbench("train", "-m", "+experiment=din_table3", "+row=din_table3/base,din_table3/din", "seed=1,2", *FAST,
+             "hydra.sweep.dir=outputs/t3", cwd=tmp_path)
+    sweep = tmp_path / "outputs" / "t3"
+    runs = [json.loads(p.read_text()) for p in sweep.rglob("metrics.json")]
+    assert len(runs) == 4 and {r["row"] for r in runs} == {"base", "din"}
+    # the paper's setup (SGD lr 1, exponential decay 0.1, no bucketing), the batch size from +debug=fast
+    assert {json.dumps(r["variant"]["training"], sort_keys=True) for r in runs} == {json.dumps({
+        "optimizer": "sgd", "lr": 1.0, "batch_size": 64, "grad_clip": 5.0, "bucket": 0,
+        "schedule": {"type": "exponential", "gamma": 0.1, "every_epochs": 4}}, sort_keys=True)}
+    out = ctrbench("table", str(sweep), cwd=tmp_path).stdout
+    assert "DIN paper" in out and "BaseModel" in out and "DIN" in out
+    for fmt, marker in (("markdown", "| BaseModel |"), ("csv", "BaseModel"), ("latex", "\\begin{tabular}")):
+        path = tmp_path / f"t3.{fmt}"
+        ctrbench("table", str(sweep), f"format={fmt}", f"output={path}", cwd=tmp_path)
+        text = path.read_text()
+        assert marker in text and "LR" in text, (fmt, text[:400])  # LR: a row of the paper with no runs, shown as such
+    md = (tmp_path / "t3.markdown").read_text()
+    assert "training: sgd lr=1.0, batch 64, lr ×0.1 every 4 epochs (exponential), grad clip 5.0, uniformly shuffled batches" in md
+    assert "0.8624" in md  # the paper's BaseModel beside ours
+
+
 # ---- bad input: one line, names the value, exit 2, nothing half-written -------------------------
 BAD = [
     (["train", "model=foo"], "unknown model 'foo'", "lr"),

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from ctrbench.errors import UserError
 from ctrbench.report import stats
 from ctrbench.report.collect import find_runs
-from ctrbench.report.table import build_table, write_table
+from ctrbench.report.table import build_table, describe_training, write_table
 
 GAUC = {"lr": [0.70, 0.72, 0.71], "base": [0.80, 0.82, 0.81], "din": [0.84, 0.85, 0.86]}
 
@@ -129,7 +129,7 @@ ROW_CONFIG = {"base": ("base", "prelu", "none"), "din": ("din", "prelu", "none")
 
 
 def write_exp_run(folder, row, seed, gauc, dataset="amazon_electronics", experiment="din_table3", protocol="din",
-                  selection="valid", status="completed", history=True):
+                  selection="valid", status="completed", history=True, training=None):
     model, act, reg = ROW_CONFIG[row]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".hydra").mkdir(exist_ok=True)
@@ -143,7 +143,8 @@ def write_exp_run(folder, row, seed, gauc, dataset="amazon_electronics", experim
         "valid_best": None,
         "oracle": {"test": {"auc": 0.9, "gauc": 0.95, "logloss": 0.3}} if dataset == "synthetic" else None,
         "selection": selection, "train_samples_per_s": 1000.0,
-        "variant": {"activation": {"name": act, "init": 0.1}, "regularizer": {"name": reg}, "gauc_weighting": "impressions"},
+        "variant": {"activation": {"name": act, "init": 0.1}, "regularizer": {"name": reg}, "gauc_weighting": "impressions",
+                    **({"training": training} if training else {})},
     }
     (folder / "metrics.json").write_text(json.dumps(m))
     if history:
@@ -419,3 +420,30 @@ def test_run_table_without_matplotlib_is_one_user_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="plot=true needs matplotlib"):
         run_table(cfg)
     assert not (tmp_path / "r.md").exists()
+
+
+SGD_PAPER = {"optimizer": "sgd", "lr": 1.0, "batch_size": 32, "grad_clip": 5.0, "bucket": 0,
+             "schedule": {"type": "exponential", "gamma": 0.1, "every_epochs": 4}}
+ADAM_BUCKETED = {"optimizer": "adam", "lr": 0.001, "batch_size": 256, "grad_clip": None, "bucket": 50, "schedule": "none"}
+
+
+def test_the_training_setup_is_shown_and_a_mixed_one_flagged(tmp_path):
+    """How the rows were trained (metrics.json variant.training) is a note; rows trained differently
+    are flagged as MIXED, naming which rows had which setup."""
+    assert describe_training(SGD_PAPER) == ("sgd lr=1.0, batch 32, lr ×0.1 every 4 epochs (exponential), grad clip 5.0, "
+                                            "uniformly shuffled batches")
+    assert describe_training(ADAM_BUCKETED) == ("adam lr=0.001, batch 256, constant lr, "
+                                                "batches bucketed by history length (chunks of 50)")
+    assert describe_training({**ADAM_BUCKETED, "schedule": {"type": "step", "gamma": 0.5, "every_steps": 1000}}).startswith(
+        "adam lr=0.001, batch 256, lr ×0.5 every 1000 steps (step)")
+    assert describe_training(None).startswith("not recorded")
+    same = tmp_path / "same"
+    for job, (row, seed) in enumerate([("base", 1), ("base", 2), ("din", 1), ("din", 2)]):
+        write_exp_run(same / str(job), row, seed, 0.86 + job / 100, training=SGD_PAPER)
+    notes = build_table(find_runs([same])).sections[0].notes
+    assert f"training: {describe_training(SGD_PAPER)}" in notes and not any("MIXED" in n for n in notes)
+    mixed = tmp_path / "mixed"
+    for job, (row, training) in enumerate([("base", SGD_PAPER), ("din", ADAM_BUCKETED)]):
+        write_exp_run(mixed / str(job), row, 1, 0.86, training=training)
+    notes = build_table(find_runs([mixed])).sections[0].notes
+    assert (f"MIXED training setups: {describe_training(SGD_PAPER)}: BaseModel; {describe_training(ADAM_BUCKETED)}: DIN") in notes

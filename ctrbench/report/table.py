@@ -306,6 +306,25 @@ def _describe(d: dict | None, fallback: str) -> str:
     return f"{name} ({rest})" if rest else str(name)
 
 
+def describe_training(t: dict | None) -> str:
+    """``sgd lr=1.0, batch 32, lr ×0.1 every 4 epochs (exponential), grad clip 5.0, uniformly shuffled
+    batches`` from a run's ``variant.training`` (metrics.json)."""
+    if not t:
+        return "not recorded (runs older than the record)"
+    parts = [f"{t.get('optimizer')} lr={t.get('lr')}", f"batch {t.get('batch_size')}"]
+    sched = t.get("schedule")
+    if isinstance(sched, dict):
+        every = f"{sched['every_epochs']} epochs" if "every_epochs" in sched else f"{sched.get('every_steps')} steps"
+        parts.append(f"lr ×{sched.get('gamma')} every {every} ({sched.get('type')})")
+    else:
+        parts.append("constant lr")
+    if t.get("grad_clip") is not None:
+        parts.append(f"grad clip {t['grad_clip']}")
+    bucket = t.get("bucket") or 0
+    parts.append(f"batches bucketed by history length (chunks of {bucket})" if bucket > 1 else "uniformly shuffled batches")
+    return ", ".join(parts)
+
+
 def _weighting(r: RunRecord) -> str | None:
     w = (r.test or {}).get("gauc_weighting")
     if w is None and r.variant:
@@ -407,6 +426,17 @@ def _experiment_notes(s: Section, records: list[RunRecord], extra: list[str], ba
                 notes.append(f"{kind} {desc}: {', '.join(names)}")
             else:
                 notes.append(f"MIXED {kind} {name} settings: " + "; ".join(f"{d}: {', '.join(n)}" for d, n in descs.items()))
+    trainings: dict[str, list[str]] = {}
+    for row in s.rows:
+        for r in row.runs:
+            if r.status == "completed":
+                names = trainings.setdefault(describe_training((r.variant or {}).get("training")), [])
+                if row.label not in names:
+                    names.append(row.label)
+    if len(trainings) == 1:
+        notes.append(f"training: {next(iter(trainings))}")
+    elif trainings:
+        notes.append("MIXED training setups: " + "; ".join(f"{d}: {', '.join(n)}" for d, n in trainings.items()))
     selections = Counter(r.selection for r in done)
     if len(selections) > 1:
         notes.append(f"MIXED model selection: {_counts(selections)}")

@@ -161,6 +161,28 @@ def lr_lambda(schedule: DictConfig, steps_per_epoch: int):
     raise ConfigError(f"unknown trainer.schedule.type {kind!r}: expected none, exponential or step")
 
 
+def training_setup(cfg: DictConfig) -> dict:
+    """How the weights were trained, recorded in metrics.json's ``variant.training`` (and shown by
+    ``ctrbench table``): optimizer and learning rate, (global) batch size, learning-rate schedule,
+    gradient clipping, and length bucketing (0: uniformly shuffled batches)."""
+    t = cfg.trainer
+    sched = t.get("schedule") or {}
+    kind = str(sched.get("type", "none"))
+    schedule: str | dict = kind
+    if kind != "none":
+        every = {"every_epochs": int(sched.every_epochs)} if sched.get("every_epochs") else {"every_steps": int(sched.get("every_steps", 1) or 1)}
+        schedule = {"type": kind, "gamma": float(sched.get("gamma", 1.0)), **every}
+    bucket = int(t.get("bucket", 0) or 0)
+    return {
+        "optimizer": str(cfg.optim.get("name", cfg.optim.get("_target_", "?"))),
+        "lr": float(cfg.optim.lr),
+        "batch_size": int(t.batch_size),
+        "schedule": schedule,
+        "grad_clip": None if t.get("grad_clip") is None else float(t.grad_clip),
+        "bucket": bucket if bucket > 1 else 0,
+    }
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -729,6 +751,7 @@ class Trainer:
                 "gauc_weighting": self.weighting,
                 "precision": str(cfg.device.get("precision", "fp32") or "fp32"),
                 "compiled": self.compiled,
+                "training": training_setup(cfg),
             },
             "dataset_dir": self.dataset.manifest.get("name", "") + "-" + self.dataset.manifest.get("config_hash", ""),
             "versions": versions(),
