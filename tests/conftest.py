@@ -45,17 +45,22 @@ def _isolated_data_dir(tmp_path_factory, monkeypatch):
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
 
-def fast_trainer(dataset, run_dir: Path, *overrides: str):
-    """A Trainer set up on ``dataset`` for calling ``train_step`` directly: the train config with
-    +debug=fast on CPU and ``overrides``; the data folder is ``run_dir``'s parent's ``data``."""
+def compose_train(*overrides: str):
+    """The ``ctrbench train`` config composed from the package's conf/ with ``overrides``."""
     from hydra import compose, initialize_config_dir
 
     from ctrbench.cli import conf_dir
-    from ctrbench.train.loop import Progress, Trainer
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", ["+debug=fast", "device=cpu", f"paths.data_dir={run_dir.parent / 'data'}", *overrides])
-    t = Trainer(cfg, run_dir)
+        return compose("train", list(overrides))
+
+
+def fast_trainer(dataset, run_dir: Path, *overrides: str):
+    """A Trainer set up on ``dataset`` for calling ``train_step`` directly: the train config with
+    +debug=fast on CPU and ``overrides``; the data folder is ``run_dir``'s parent's ``data``."""
+    from ctrbench.train.loop import Progress, Trainer
+
+    t = Trainer(compose_train("+debug=fast", "device=cpu", f"paths.data_dir={run_dir.parent / 'data'}", *overrides), run_dir)
     t.setup(dataset)
     t.progress = Progress()
     return t

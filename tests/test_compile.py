@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from conftest import fast_trainer
+from conftest import compose_train, fast_trainer
 
 from ctrbench.errors import ConfigError
 
@@ -58,14 +58,11 @@ def test_compile_without_a_cxx_compiler_is_a_clear_error(monkeypatch):
 
 
 def test_compile_value_is_checked():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ctrbench.cli import conf_dir
     from ctrbench.config_checks import check_train
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", ["device.compile=true"])
+    cfg = compose_train("device.compile=true")
     check_train(cfg)
     OmegaConf.update(cfg, "device.compile", "sometimes", merge=False)
     with pytest.raises(ConfigError, match="device.compile='sometimes' is invalid: expected true or false"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fast_trainer
+from conftest import compose_train, fast_trainer
 
 from ctrbench.errors import ConfigError
 from ctrbench.train.evaluate import default_eval_workers, predict
@@ -47,16 +47,13 @@ def test_a_workers_error_reaches_the_caller_and_threads_are_restored(tiny_datase
 
 
 def test_auto_workers_and_config_checks():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ctrbench.cli import conf_dir
     from ctrbench.config_checks import check_train
 
     assert default_eval_workers(torch.device("cpu")) == torch.get_num_threads()
     assert default_eval_workers(torch.device("cuda")) == 1
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", ["trainer.eval_workers=2"])
+    cfg = compose_train("trainer.eval_workers=2")
     check_train(cfg)
     OmegaConf.update(cfg, "trainer.eval_workers", -1, merge=False)
     with pytest.raises(ConfigError, match="trainer.eval_workers=-1 is invalid"):

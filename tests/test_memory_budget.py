@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ctrbench.cli import conf_dir
 from ctrbench.config_checks import check_train
 from ctrbench.data.batches import Batcher
 from ctrbench.data.prepare import prepare
 from ctrbench.errors import ConfigError
+from conftest import compose_train
 from ctrbench.memory_budget import (
     GB,
     check_budget_value,
@@ -24,8 +23,7 @@ from ctrbench.train.loop import build_model
 
 
 def train_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", list(overrides))
+    return compose_train(*overrides)
 
 
 # the shape of a full Amazon Electronics (DIN protocol) manifest, without its files

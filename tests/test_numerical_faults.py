@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from ctrbench.cli import conf_dir
 from ctrbench.errors import TrainingDiverged
 from ctrbench.train import checkpoint
+from conftest import compose_train
 from ctrbench.train.loop import Trainer
 from test_cli import ctrbench
 
@@ -23,8 +22,7 @@ FAST = ["+debug=fast", "device=cpu", "device.threads=1", "trainer.eval_every=5",
 
 
 def cfg_for(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", [*FAST, f"paths.data_dir={tmp_path / 'data'}", *overrides])
+    return compose_train(*FAST, f"paths.data_dir={tmp_path / 'data'}", *overrides)
 
 
 def digest(path: Path) -> str:

@@ -17,12 +17,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hydra import compose, initialize_config_dir
 
-from ctrbench.cli import conf_dir
 from ctrbench.data.batches import Batcher
 from ctrbench.errors import ConfigError, DataError
 from ctrbench.train import checkpoint, resume
+from conftest import compose_train
 from ctrbench.train.loop import Trainer, TrainingInterrupted
 from test_cli import ctrbench
 
@@ -48,8 +47,7 @@ def live_pid():
 
 
 def cfg_for(data_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", [f"paths.data_dir={data_dir}", *overrides])
+    return compose_train(f"paths.data_dir={data_dir}", *overrides)
 
 
 def uninterrupted(tmp_path: Path, data_dir: Path, *overrides: str) -> tuple[dict, str]:

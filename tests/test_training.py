@@ -6,16 +6,14 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from ctrbench.cli import conf_dir
 from ctrbench.errors import ConfigError, TrainingDiverged
+from conftest import compose_train
 from ctrbench.train.loop import Trainer
 
 
 def cfg_for(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", ["+debug=fast", "device=cpu", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+    return compose_train("+debug=fast", "device=cpu", f"paths.data_dir={tmp_path / 'data'}", *overrides)
 
 
 def train(tmp_path, name, *overrides, dataset=None):
