@@ -344,6 +344,18 @@ SELECTION_TEXT = {
 }
 
 
+def _rows_by(s: Section, key) -> dict:
+    """``key(run)`` of every completed run -> the labels of the rows holding such runs, in row order."""
+    out: dict = {}
+    for row in s.rows:
+        for r in row.runs:
+            if r.status == "completed":
+                labels = out.setdefault(key(r), [])
+                if row.label not in labels:
+                    labels.append(row.label)
+    return out
+
+
 def _experiment_notes(s: Section, records: list[RunRecord], extra: list[str], base: Row | None) -> list[str]:
     notes: list[str] = []
     spec, m, M = s.spec, s.metric, METRIC_NAMES[s.metric]
@@ -411,28 +423,16 @@ def _experiment_notes(s: Section, records: list[RunRecord], extra: list[str], ba
         notes.append(text)
     for kind, var_key in (("act", "activation"), ("reg", "regularizer")):
         settings: dict[str, dict[str, list[str]]] = {}
-        for row in s.rows:
-            for r in row.runs:
-                if r.status != "completed":
-                    continue
-                name = getattr(r, kind)
-                desc = _describe((r.variant or {}).get(var_key), name)
-                rows_of = settings.setdefault(name, {}).setdefault(desc, [])
-                if row.label not in rows_of:
-                    rows_of.append(row.label)
+        by_setting = _rows_by(s, lambda r: (getattr(r, kind), _describe((r.variant or {}).get(var_key), getattr(r, kind))))
+        for (name, desc), labels in by_setting.items():
+            settings.setdefault(name, {})[desc] = labels
         for name, descs in settings.items():
             if len(descs) == 1:
                 desc, names = next(iter(descs.items()))
                 notes.append(f"{kind} {desc}: {', '.join(names)}")
             else:
                 notes.append(f"MIXED {kind} {name} settings: " + "; ".join(f"{d}: {', '.join(n)}" for d, n in descs.items()))
-    trainings: dict[str, list[str]] = {}
-    for row in s.rows:
-        for r in row.runs:
-            if r.status == "completed":
-                names = trainings.setdefault(describe_training((r.variant or {}).get("training")), [])
-                if row.label not in names:
-                    names.append(row.label)
+    trainings = _rows_by(s, lambda r: describe_training((r.variant or {}).get("training")))
     if len(trainings) == 1:
         notes.append(f"training: {next(iter(trainings))}")
     elif trainings:

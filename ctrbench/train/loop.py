@@ -144,14 +144,21 @@ def build_regularizer(reg_cfg: DictConfig) -> Regularizer:
     return instantiate(cfg)
 
 
+def schedule_period(schedule: DictConfig) -> tuple[str, int]:
+    """The decay period as configured: ``("every_epochs", n)`` when ``every_epochs`` is set, else
+    ``("every_steps", n)``."""
+    if schedule.get("every_epochs"):
+        return "every_epochs", int(schedule.every_epochs)
+    return "every_steps", int(schedule.get("every_steps", 1) or 1)
+
+
 def lr_lambda(schedule: DictConfig, steps_per_epoch: int):
     """The learning-rate factor at a step: ``none``, or ``exponential`` / ``step`` decay by ``gamma``
     every ``every_steps`` steps (or every ``every_epochs`` epochs, when that is set)."""
     kind = schedule.get("type", "none")
     gamma = float(schedule.get("gamma", 1.0))
-    every = int(schedule.get("every_steps", 1) or 1)
-    if schedule.get("every_epochs"):
-        every = int(schedule.every_epochs) * max(steps_per_epoch, 1)
+    unit, n = schedule_period(schedule)
+    every = n * max(steps_per_epoch, 1) if unit == "every_epochs" else n
     if kind == "none":
         return lambda step: 1.0
     if kind == "exponential":
@@ -166,13 +173,12 @@ def training_setup(cfg: DictConfig) -> dict:
     ``ctrbench table``): optimizer and learning rate, (global) batch size, learning-rate schedule,
     gradient clipping, and length bucketing (0: uniformly shuffled batches)."""
     t = cfg.trainer
-    sched = t.get("schedule") or {}
-    kind = str(sched.get("type", "none"))
+    kind = str(t.schedule.get("type", "none"))
     schedule: str | dict = kind
     if kind != "none":
-        every = {"every_epochs": int(sched.every_epochs)} if sched.get("every_epochs") else {"every_steps": int(sched.get("every_steps", 1) or 1)}
-        schedule = {"type": kind, "gamma": float(sched.get("gamma", 1.0)), **every}
-    bucket = int(t.get("bucket", 0) or 0)
+        unit, n = schedule_period(t.schedule)
+        schedule = {"type": kind, "gamma": float(t.schedule.get("gamma", 1.0)), unit: n}
+    bucket = int(t.bucket or 0)
     return {
         "optimizer": str(cfg.optim.get("name", cfg.optim.get("_target_", "?"))),
         "lr": float(cfg.optim.lr),
