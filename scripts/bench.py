@@ -177,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-batch", type=int, default=None,
                     help="evaluation batch (default: the trainer's automatic choice, 384 rows for DIN and 2,048 "
                          "for the other models on CPU; docs/performance.md)")
-    ap.add_argument("--eval-workers", type=int, default=0,
-                    help="trainer.eval_workers: threads scoring evaluation batches side by side (0: one per torch thread)")
+    ap.add_argument("--eval-workers", type=int, default=1,
+                    help="trainer.eval_workers: threads scoring evaluation batches side by side (default 1, the "
+                         "trainer's own default; 0: one per torch thread)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--embedding-dim", type=int, default=18)

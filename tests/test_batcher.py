@@ -33,6 +33,26 @@ def test_histories_padding_and_mask():
     assert b.gather(torch.tensor([1, 3])).hist_item.shape == (2, 2)
 
 
+def test_gather_each_equals_one_gather_per_batch():
+    ds = hand_dataset()
+    s = ds.splits["train"]
+    # a fifth sample without history: a batch of it alone is padded to width 1, as gather pads it
+    ds.splits["test"] = Samples(
+        user=np.append(s.user, 1), item=np.append(s.item, 12), cate=np.append(s.cate, 1),
+        label=np.append(s.label, np.float32(1)), hist_end=np.append(s.hist_end, 0),
+    )
+    b = Batcher(ds, "test", batch_size=2, max_len=3)
+    idxs = [torch.tensor([0, 2]), torch.tensor([4]), torch.tensor([3, 1]), torch.tensor([2])]
+    together = b.gather_each(idxs)
+    assert len(together) == len(idxs)
+    for idx, got in zip(idxs, together):
+        want = b.gather(idx)
+        for name in ("user", "item", "cate", "label", "hist_item", "hist_cate", "hist_mask", "hist_len"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), (idx.tolist(), name)
+        assert got.neg_hist_item is None
+    assert together[1].hist_item.shape == (1, 1) and together[0].hist_item.shape == (2, 3)
+
+
 def test_max_len_keeps_the_most_recent_behaviours():
     b = Batcher(hand_dataset(), "train", batch_size=4, max_len=2)
     batch = b.gather(torch.arange(4))

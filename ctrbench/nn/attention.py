@@ -60,7 +60,7 @@ class LocalActivationUnit(nn.Module):
             # (W_k - W_d) k + W_p (q * k) = M_b k with M_b = (W_k - W_d) + W_p diag(q_b): one [D, H]
             # map per sample, applied to every key by a batched product (half the multiply-adds of
             # [k, q * k] @ [W_k - W_d, W_p]^T, and no [B, L, 2D] concatenation).
-            M = (Wk - Wd).T.unsqueeze(0) + q.unsqueeze(2) * Wp.T.unsqueeze(0)  # [B, D, H]
+            M = (q.unsqueeze(2) * Wp.T.unsqueeze(0)).add_((Wk - Wd).T.unsqueeze(0))  # [B, D, H], added in place
             return torch.baddbmm(per_sample.unsqueeze(1), k, M)
         Wq, Wk, Wo = W[:, :D], W[:, D : 2 * D], W[:, 2 * D :].reshape(-1, D, D)  # Wo[h, d, e] for q_d k_e
         per_sample = q @ Wq.T + b

@@ -17,6 +17,8 @@ from ctrbench.train.regularizers import Regularizer
 
 #: evaluation batch size on a GPU when trainer.eval_batch_size is null (not measured: no GPU was lent)
 EVAL_ROWS_GPU = 4096
+#: evaluation batches gathered together (``Batcher.gather_each``); scores do not depend on it
+GATHER_GROUP = 16
 
 
 def default_eval_batch_size(model: CTRModel, device: torch.device) -> int:
@@ -62,12 +64,13 @@ def predict(
 
     def score(share: list[torch.Tensor]) -> None:
         with torch.inference_mode():  # thread-local: entered in every worker
-            for idx in share:
-                batch = batcher.gather(idx)
-                if reg is not None:
-                    batch = reg.transform(batch, training=False)
-                logits = model(batch.to(device)).logits
-                out[idx] = torch.sigmoid(logits.float()).cpu()
+            for g in range(0, len(share), GATHER_GROUP):
+                group = share[g : g + GATHER_GROUP]
+                for idx, batch in zip(group, batcher.gather_each(group)):
+                    if reg is not None:
+                        batch = reg.transform(batch, training=False)
+                    logits = model(batch.to(device)).logits
+                    out[idx] = torch.sigmoid(logits.float()).cpu()
 
     workers = default_eval_workers(device) if int(workers) == 0 else max(1, int(workers))
     workers = min(workers, len(mine)) if device.type == "cpu" else 1
