@@ -16,7 +16,8 @@ The estimate (GB = 2**30 bytes) is the sum of, roughly:
 - **activations**: one training batch's forward and backward (``trainer.batch_size`` x the history
   length the model sees, min(``dataset.max_len``, the longest behaviour stream)) or one
   evaluation batch's forward (``trainer.eval_batch_size``; when null, the most the automatic
-  choice takes: 2,048 rows on CPU, 4,096 on a GPU), whichever is larger.
+  choice takes: 2,048 rows on CPU, 4,096 on a GPU) with the ids of the group of evaluation batches
+  gathered together (``evaluate.GATHER_ROWS`` rows), whichever is larger.
 
 It is an estimate to catch the run that cannot fit (a full dataset on a laptop, an embedding
 dimension with one zero too many) before it is loaded and trained for an hour, not an accounting:
@@ -183,14 +184,15 @@ def estimate_memory(
 
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
     from ctrbench.models.base import CTRModel
-    from ctrbench.train.evaluate import EVAL_ROWS_GPU
+    from ctrbench.train.evaluate import EVAL_ROWS_GPU, GATHER_ROWS
 
     # null: the automatic choice's largest (CTRModel's CPU default is the largest any model takes)
     auto_rows = CTRModel.eval_rows_cpu if device_type == "cpu" else EVAL_ROWS_GPU
     eval_batch = int(trainer_cfg.get("eval_batch_size") or auto_rows)
     floats = _activation_floats_per_sample(model_cfg, hist_len)
     index_bytes = 5 * INT * hist_len  # hist item / cate / position / mask / negatives per position
-    activations = max(batch * (2 * FLOAT * floats + index_bytes), eval_batch * (FLOAT * floats + index_bytes))
+    # evaluation gathers the ids of a group of batches at once (GATHER_ROWS rows, or one batch if larger)
+    activations = max(batch * (2 * FLOAT * floats + index_bytes), eval_batch * FLOAT * floats + max(eval_batch, GATHER_ROWS) * index_bytes)
 
     parts = {
         "data": dataset_bytes + batcher_bytes,

@@ -17,8 +17,10 @@ from ctrbench.train.regularizers import Regularizer
 
 #: evaluation batch size on a GPU when trainer.eval_batch_size is null (not measured: no GPU was lent)
 EVAL_ROWS_GPU = 4096
-#: evaluation batches gathered together (``Batcher.gather_each``); scores do not depend on it
-GATHER_GROUP = 16
+#: evaluation batches are gathered a group at a time, about this many rows (``Batcher.gather_each``:
+#: one gather, then a slice per batch); 16 batches of DIN's 384 rows measured fastest on the peers'
+#: bench data (docs/performance.md). Scores do not depend on it
+GATHER_ROWS = 6144
 
 
 def default_eval_batch_size(model: CTRModel, device: torch.device) -> int:
@@ -64,8 +66,9 @@ def predict(
 
     def score(share: list[torch.Tensor]) -> None:
         with torch.inference_mode():  # thread-local: entered in every worker
-            for g in range(0, len(share), GATHER_GROUP):
-                group = share[g : g + GATHER_GROUP]
+            per_group = max(1, GATHER_ROWS // batcher.batch_size)
+            for g in range(0, len(share), per_group):
+                group = share[g : g + per_group]
                 for idx, batch in zip(group, batcher.gather_each(group)):
                     if reg is not None:
                         batch = reg.transform(batch, training=False)
