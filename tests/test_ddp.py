@@ -25,32 +25,39 @@ def _env() -> dict:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_a_single_process_run(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["device.compile=true"]], ids=["eager", "compiled"])
+def test_two_gloo_ranks_match_a_single_process_run(tmp_path, extra):
+    """Also under device.compile=true: the DDP wrapper compiled (TorchDynamo splits its graph at
+    the gradient buckets), against a compiled single process."""
     torchrun = shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not on PATH (it comes with torch)")
     data = tmp_path / "data"
     single, ddp = tmp_path / "single", tmp_path / "ddp"
+    env = _env()
+    if extra:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")  # kept out of tmp_path's listing below
     subprocess.run(
-        [sys.executable, "-m", "ctrbench", "train", *COMMON, f"paths.data_dir={data}", f"hydra.run.dir={single}"],
-        check=True, cwd=tmp_path, env=_env(), capture_output=True, timeout=300,
+        [sys.executable, "-m", "ctrbench", "train", *COMMON, *extra, f"paths.data_dir={data}", f"hydra.run.dir={single}"],
+        check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600,
     )
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "ctrbench", "train", *COMMON, "trainer.distributed=ddp",
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "ctrbench", "train", *COMMON, *extra, "trainer.distributed=ddp",
          f"paths.data_dir={data}", f"hydra.run.dir={ddp}"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((ddp / "metrics.json").read_text())
     assert b["distributed"] == {"mode": "ddp", "world_size": 2, "backend": "gloo"}
+    assert a["variant"]["compiled"] is b["variant"]["compiled"] is bool(extra)
     assert a["steps"] == b["steps"] == 30
     for split in ("test",):
         for k in ("auc", "gauc", "logloss"):
             assert b[split][k] == pytest.approx(a[split][k], abs=2e-3), (split, k)
     assert b["valid_best"]["gauc"] == pytest.approx(a["valid_best"]["gauc"], abs=2e-3)
     # one writer: the run folder has one metrics.json, and rank 1 made no run folder of its own here
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "ddp", "single"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "inductor") == ["data", "ddp", "single"]
     assert r.stdout.count("run folder:") == 1
 
 
