@@ -36,7 +36,7 @@ def test_two_gloo_ranks_match_a_single_process_run(tmp_path, extra):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     env = _env()
     if extra:
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")  # kept out of tmp_path's listing below
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")  # a cold cache of its own (skipped in the listing below)
     subprocess.run(
         [sys.executable, "-m", "ctrbench", "train", *COMMON, *extra, f"paths.data_dir={data}", f"hydra.run.dir={single}"],
         check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600,
