@@ -379,7 +379,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a task (while Hydra composes or launches)
         sys.stderr.write(f"ctrbench {command}: error: interrupted\n")
         return 130
+    if command == "train" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        _exit_completed_rank()
     return 0
+
+
+def _exit_completed_rank() -> None:
+    """End a torchrun rank whose run has completed (results written, process group destroyed)
+    without interpreter finalization. PyTorch's DDP keeps gloo's worker threads alive after
+    ``destroy_process_group`` (also in a plain DDP script), and finalization then destroys them
+    while they still run: now and then a rank aborts there ("terminate called without an active
+    exception", seen in CI on a loaded machine), and torchrun reports the completed job as
+    failed. Logs and output streams are flushed first."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

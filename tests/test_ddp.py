@@ -59,6 +59,8 @@ def test_two_gloo_ranks_match_a_single_process_run(tmp_path, extra):
     # one writer: the run folder has one metrics.json, and rank 1 made no run folder of its own here
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "inductor") == ["data", "ddp", "single"]
     assert r.stdout.count("run folder:") == 1
+    # a completed rank ends with os._exit (ctrbench.cli): its log was flushed first
+    assert "step 30 |" in (ddp / "train.log").read_text()
 
 
 def test_shards_cover_a_batch_once_in_order():
