@@ -379,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a task (while Hydra composes or launches)
         sys.stderr.write(f"ctrbench {command}: error: interrupted\n")
         return 130
-    if command == "train" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        _exit_completed_rank()
+    if command == "train":
+        from ctrbench.train.distributed import env_world
+
+        if env_world()[1] > 1:  # a torchrun rank (its values were checked before the run)
+            _exit_completed_rank()
     return 0
 
 
