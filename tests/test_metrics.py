@@ -235,6 +235,21 @@ def test_gauc_wide_key_fallback_matches_the_packed_path(monkeypatch):
 # logloss, RelaImpr, evaluate_predictions
 
 
+def test_gauc_does_not_call_blas(monkeypatch):
+    """The weighted mean is an element-wise product and a sum: np.dot would hand a large average to
+    NumPy's OpenBLAS threads, which keep spinning after returning and slow the torch work after it."""
+
+    def no_dot(*args, **kwargs):
+        raise AssertionError("gauc called np.dot")
+
+    monkeypatch.setattr(np, "dot", no_dot)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 30_000, 200_000)
+    labels = rng.integers(0, 2, users.size)
+    scores = rng.random(users.size).astype(np.float32)
+    assert 0.49 < gauc(users, labels, scores).gauc < 0.51  # random scores
+
+
 def test_logloss_hand_computed():
     assert logloss([1, 0], [0.8, 0.4]) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2, rel=1e-12)
     assert logloss([1, 1, 0], [0.5, 0.5, 0.5]) == pytest.approx(math.log(2), rel=1e-12)
