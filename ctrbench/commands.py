@@ -147,11 +147,10 @@ def run_prepare(cfg: DictConfig) -> Path:
 # ---- evaluate -------------------------------------------------------------------------------
 def run_evaluate(cfg: DictConfig) -> dict:
 
-    from ctrbench.data.batches import Batcher
     from ctrbench.data.prepare import load_dataset
     from ctrbench.atomic import atomic_write_text
     from ctrbench.train import checkpoint
-    from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size
+    from ctrbench.train.evaluate import eval_batcher, evaluate
     from ctrbench.train.loop import build_model, build_regularizer, resolve_device
 
     check_evaluate(cfg)
@@ -173,8 +172,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
     model.load_state_dict(state["model"])
     reg = build_regularizer(run_cfg.reg)
     reg.setup(model, ds, int(run_cfg.dataset.max_len))
-    rows = resolve_eval_batch_size(cfg.get("batch_size"), model, device)
-    batcher = Batcher(ds, cfg.split, rows, int(run_cfg.dataset.max_len))
+    batcher = eval_batcher(ds, cfg.split, cfg.get("batch_size"), model, device, int(run_cfg.dataset.max_len))
     metrics, secs = evaluate(model, batcher, device, cfg.gauc_weighting, reg)
     metrics["eval_samples_per_s"] = round(batcher.n / max(secs, 1e-9), 1)
     metrics["checkpoint_step"] = state.get("step")

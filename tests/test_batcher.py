@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrbench.data.batches import Batcher
+from ctrbench.data.batches import Batcher, position_bounds
 from ctrbench.data.schema import ProcessedDataset, Samples, Streams, Vocab
 from ctrbench.errors import ConfigError
 
@@ -53,6 +53,29 @@ def test_gather_each_equals_one_gather_per_batch():
     assert together[1].hist_item.shape == (1, 1) and together[0].hist_item.shape == (2, 3)
 
 
+def test_position_bounds_hand_computed():
+    # sorted lengths 0 (counts as 1), 1, 2, 2, 3, 3, 3, 5; at most 3 rows and 6 positions per batch
+    lens = torch.tensor([0, 1, 2, 2, 3, 3, 3, 5])
+    # [0,1,2]: 3 rows x 2 = 6; [2,3]: 2 x 3 = 6 (a third row would make 3 x 3 = 9); [3,3]: 6; [5]: 5
+    assert position_bounds(lens, 3, 6) == [(0, 3), (3, 5), (5, 7), (7, 8)]
+    assert position_bounds(lens, 8, 100) == [(0, 8)]  # only the row cap
+    assert position_bounds(lens, 2, 100) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert position_bounds(lens, 3, 4) == [(0, 2), (2, 4), (4, 5), (5, 6), (6, 7), (7, 8)]  # a row over budget stands alone
+    assert position_bounds(torch.tensor([], dtype=torch.int64), 3, 6) == []
+
+
+def test_evaluation_batches_under_a_position_budget():
+    ds = hand_dataset()  # test histories of lengths 4, 2, 3, 1
+    b = Batcher(ds, "test", batch_size=3, max_len=10, max_positions=6)
+    got = [idx.tolist() for idx in b.batches()]
+    # sorted by length: 3 (len 1), 1 (len 2), 2 (len 3), 0 (len 4): [3, 1] (2 x 2), [2] (3), [0] (4)
+    assert got == [[3, 1], [2], [0]] and len(b) == 3
+    assert [idx.tolist() for idx in b.batches(start=1)] == [[2], [0]]
+    for idx in b.batches():
+        assert len(idx) * int(b.hist_len[idx].max()) <= 6
+    assert [idx.tolist() for idx in Batcher(ds, "test", batch_size=3, max_len=10).batches()] == [[3, 1, 2], [0]]
+
+
 def test_max_len_keeps_the_most_recent_behaviours():
     b = Batcher(hand_dataset(), "train", batch_size=4, max_len=2)
     batch = b.gather(torch.arange(4))
@@ -98,7 +121,11 @@ def test_shuffle_depends_on_seed_and_epoch_only():
     assert len(orders) > 1
 
 
-@pytest.mark.parametrize("kw, match", [({"batch_size": -1}, "batch size"), ({"max_len": 0}, "max_len"), ({"batch_size": 0}, "batch size")])
+@pytest.mark.parametrize("kw, match", [
+    ({"batch_size": -1}, "batch size"), ({"max_len": 0}, "max_len"), ({"batch_size": 0}, "batch size"),
+    ({"max_positions": 0}, "max_positions"), ({"max_positions": 8.5}, "max_positions"),
+    ({"max_positions": 16, "shuffle": True}, "evaluation order"),
+])
 def test_bad_batcher_args(kw, match):
     args = {"batch_size": 4, "max_len": 5, **kw}
     with pytest.raises(ConfigError, match=match):

@@ -22,6 +22,14 @@ def test_train_mode_on_tiny_synthetic_data(tmp_path):
     assert d["mode"] == "train" and d["eval_batch"] == 384 and d["eval_workers"] == 1
     for key in ("train_samples_per_s", "eval_samples_per_s", "test_auc", "test_gauc", "peak_rss_mb"):
         assert d[key] > 0, key
+    passes = d["eval_pass_samples_per_s"]  # the run's own test pass, then 4 repeats (each checked against its metrics)
+    assert len(passes) == 5 and d["eval_samples_per_s"] == sorted(passes)[2]
+
+
+def test_eval_passes_must_be_positive(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--synthetic", "--eval-passes", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "--eval-passes must be at least 1" in proc.stderr
 
 
 def test_gauc_mode(tmp_path):

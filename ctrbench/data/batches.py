@@ -11,6 +11,12 @@ With ``bucket > 1`` a shuffled epoch is cut into chunks of ``bucket`` batches an
 sorted by history length before it is cut into batches (whose order is then shuffled), so that
 little of a batch is padding while batches stay random.
 
+Evaluation (unshuffled) walks the samples sorted by history length. With ``max_positions`` its
+batches hold at most ``batch_size`` rows *and* at most ``max_positions`` history positions
+(rows x the batch's longest history; ``position_bounds``): batches of long histories get fewer
+rows, so that a model whose work grows with every position (DIN's attention MLP) keeps its
+activations in the cores' caches.
+
 Training order is a pure function of ``(seed, epoch)``, and DIEN's negative behaviours of the i-th
 batch of an epoch are drawn from a generator seeded by ``(seed, epoch, i)``: the Batcher holds no
 state besides its epoch, so a resumed run skips the batches it has done (``iterate(start=k)``) and
@@ -41,11 +47,17 @@ class Batcher:
         drop_last: bool = False,
         negative_history: bool = False,
         shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        max_positions: int | None = None,
     ) -> None:
         """``shard``: maps a batch's indices to this process's part of them (distributed training:
-        every rank walks the same batches and gathers only its slice)."""
+        every rank walks the same batches and gathers only its slice). ``max_positions``
+        (unshuffled batchers only): also cap each batch's rows x longest history (``position_bounds``)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+        if max_positions is not None and (not isinstance(max_positions, int) or max_positions < 1):
+            raise ConfigError(f"max_positions must be a positive integer or None, got {max_positions!r}")
+        if max_positions is not None and shuffle:
+            raise ConfigError("max_positions applies to evaluation order (shuffle=False) only")
         if not isinstance(max_len, int) or max_len < 1:
             raise ConfigError(f"dataset.max_len must be a positive integer, got {max_len!r}")
         if split not in dataset.splits:
@@ -61,6 +73,8 @@ class Batcher:
         self.epoch = 0
         self.negative_history = negative_history
         self.shard = shard
+        self.max_positions = max_positions
+        self._bounds: list[tuple[int, int]] | None = None  # position-capped cuts of the sorted order, made once
         self._item_cate = torch.from_numpy(np.array(dataset.item_cate, dtype=np.int64))
         self._n_items = len(dataset.item_cate)
         st = dataset.streams
@@ -81,6 +95,8 @@ class Batcher:
         self.n = len(s)
 
     def __len__(self) -> int:
+        if self.max_positions is not None:
+            return len(self.position_cuts())
         full, rest = divmod(self.n, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
@@ -101,10 +117,20 @@ class Batcher:
             perm = perm[torch.argsort(key, stable=True)]
         return perm
 
+    def position_cuts(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each batch in the sorted evaluation order under ``max_positions``."""
+        if self._bounds is None:
+            self._bounds = position_bounds(self.hist_len[self.order()], self.batch_size, int(self.max_positions))
+        return self._bounds
+
     def batches(self, start: int = 0) -> Iterator[torch.Tensor]:
         """Index tensors of the batches of the current epoch, from its ``start``-th batch on (the
         earlier ones are skipped without being gathered)."""
         order = self.order()
+        if self.max_positions is not None:
+            for a, b in self.position_cuts()[start:]:
+                yield order[a:b]
+            return
         starts = list(range(0, self.n, self.batch_size))
         if self.drop_last and self.n % self.batch_size:
             starts = starts[:-1]
@@ -193,3 +219,24 @@ class Batcher:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Batch]]:
         return self.iterate(0)
+
+
+def position_bounds(sorted_len: torch.Tensor, max_rows: int, max_positions: int) -> list[tuple[int, int]]:
+    """Cut rows sorted by history length (non-decreasing) into consecutive batches, each as long as
+    it can be with at most ``max_rows`` rows and rows x its longest history (the last row's, an
+    empty history counting as 1, as a gather pads it to) at most ``max_positions``; a batch has at
+    least one row. ``(start, stop)`` per batch. Greedy, with a binary search per batch: the count
+    is monotone because both factors are."""
+    lens = sorted_len.clamp(min=1).tolist()
+    n, out, s = len(lens), [], 0
+    while s < n:
+        lo, hi = 1, min(max_rows, n - s)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if mid * lens[s + mid - 1] <= max_positions:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append((s, s + lo))
+        s += lo
+    return out

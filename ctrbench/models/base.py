@@ -21,10 +21,12 @@ class CTRModel(nn.Module):
     whose forward breaks the graph at every step runs eager instead, and the run records it).
 
     ``eval_rows_cpu``: the evaluation batch size on CPU when ``trainer.eval_batch_size`` is null
-    (``evaluate.default_eval_batch_size``)."""
+    (``evaluate.default_eval_batch_size``); ``eval_positions_cpu``: if set, evaluation batches on
+    CPU then also hold at most this many history positions (``evaluate.resolve_eval_positions``)."""
 
     compilable = True
     eval_rows_cpu = 2048
+    eval_positions_cpu: int | None = None
 
     def embedding_tables(self) -> list[nn.Embedding]:
         return [m for m in self.modules() if isinstance(m, nn.Embedding)]

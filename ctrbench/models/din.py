@@ -28,10 +28,11 @@ from ctrbench.nn.layers import MLP, ItemEmbeddings
 
 
 class DIN(CTRModel):
-    # evaluation on CPU: the attention MLP's activations grow with rows x history positions, and
-    # 384-row batches were at or near the fastest measured (docs/performance.md); the other models
-    # prefer 2,048
+    # evaluation on CPU: the attention MLP's activations grow with rows x history positions, so
+    # batches of 384 rows (the other models prefer 2,048) and at most 8,192 positions, which keeps a
+    # batch's [positions, 80] activations near the size of a core's L2 (docs/performance.md)
     eval_rows_cpu = 384
+    eval_positions_cpu = 8192
 
     def __init__(
         self,

@@ -17,9 +17,9 @@ from ctrbench.train.regularizers import Regularizer
 
 #: evaluation batch size on a GPU when trainer.eval_batch_size is null (not measured: no GPU was lent)
 EVAL_ROWS_GPU = 4096
-#: evaluation batches are gathered a group at a time, about this many rows (``Batcher.gather_each``:
-#: one gather, then a slice per batch); 16 batches of DIN's 384 rows measured fastest on the peers'
-#: bench data (docs/performance.md). Scores do not depend on it
+#: evaluation batches are gathered a group at a time, consecutive batches up to at least this many
+#: rows (``Batcher.gather_each``: one gather, then a slice per batch); 16 batches of DIN's 384 rows
+#: measured fastest on the peers' bench data (docs/performance.md). Scores do not depend on it
 GATHER_ROWS = 6144
 
 
@@ -35,6 +35,24 @@ def default_eval_batch_size(model: CTRModel, device: torch.device) -> int:
 def resolve_eval_batch_size(setting, model: CTRModel, device: torch.device) -> int:
     """The evaluation batch size to use: ``setting`` (a config value) when set, else the automatic one."""
     return int(setting) if setting is not None else default_eval_batch_size(model, device)
+
+
+def resolve_eval_positions(setting, model: CTRModel, device: torch.device) -> int | None:
+    """The cap on an evaluation batch's rows x longest history (``Batcher(max_positions=)``): the
+    model's ``eval_positions_cpu`` when the batch size is automatic (``setting`` null) on CPU, else
+    None (batches of exactly the rows asked for). For DIN, 8,192 positions: batches of long
+    histories get fewer than 384 rows, so the attention MLP's activations stay in the cores'
+    caches (docs/performance.md)."""
+    if setting is not None or device.type != "cpu":
+        return None
+    cap = getattr(model, "eval_positions_cpu", None)
+    return int(cap) if cap else None
+
+
+def eval_batcher(dataset, split: str, setting, model: CTRModel, device: torch.device, max_len: int) -> Batcher:
+    """The evaluation Batcher of ``split`` for ``trainer.eval_batch_size=setting`` (null: automatic)."""
+    return Batcher(dataset, split, resolve_eval_batch_size(setting, model, device), max_len,
+                   max_positions=resolve_eval_positions(setting, model, device))
 
 
 def default_eval_workers(device: torch.device) -> int:
@@ -64,16 +82,25 @@ def predict(
     out = torch.empty(batcher.n, dtype=torch.float32)
     mine = [idx for i, idx in enumerate(batcher.batches()) if i % world == rank]
 
+    def score_group(group: list[torch.Tensor]) -> None:
+        for idx, batch in zip(group, batcher.gather_each(group)):
+            if reg is not None:
+                batch = reg.transform(batch, training=False)
+            logits = model(batch.to(device)).logits
+            out[idx] = torch.sigmoid(logits.float()).cpu()
+
     def score(share: list[torch.Tensor]) -> None:
         with torch.inference_mode():  # thread-local: entered in every worker
-            per_group = max(1, GATHER_ROWS // batcher.batch_size)
-            for g in range(0, len(share), per_group):
-                group = share[g : g + per_group]
-                for idx, batch in zip(group, batcher.gather_each(group)):
-                    if reg is not None:
-                        batch = reg.transform(batch, training=False)
-                    logits = model(batch.to(device)).logits
-                    out[idx] = torch.sigmoid(logits.float()).cpu()
+            group: list[torch.Tensor] = []
+            rows = 0
+            for idx in share:  # groups of consecutive batches of about GATHER_ROWS rows
+                group.append(idx)
+                rows += len(idx)
+                if rows >= GATHER_ROWS:
+                    score_group(group)
+                    group, rows = [], 0
+            if group:
+                score_group(group)
 
     workers = default_eval_workers(device) if int(workers) == 0 else max(1, int(workers))
     workers = min(workers, len(mine)) if device.type == "cpu" else 1

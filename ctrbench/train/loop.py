@@ -62,7 +62,7 @@ from ctrbench.runtime import tune_malloc
 from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed
-from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size
+from ctrbench.train.evaluate import eval_batcher, evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.regularizers import Regularizer
 
@@ -319,6 +319,7 @@ class Trainer:
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
         self.eval_batch_size = resolve_eval_batch_size(t.get("eval_batch_size"), self.model, self.device)
+        self.eval_positions = resolve_eval_positions(t.get("eval_batch_size"), self.model, self.device)
         self.train_batches = Batcher(
             self.dataset, "train", int(t.batch_size), max_len, shuffle=True, bucket=int(t.bucket), seed=int(cfg.seed),
             negative_history=bool(getattr(self.model, "needs_negative_history", False)),
@@ -331,10 +332,11 @@ class Trainer:
                 f"the '{select_split}' split is empty, so no model can be selected on it "
                 "(set dataset.protocol.valid_positions >= 1, or trainer.selection=last)"
             )
+        eval_setting = t.get("eval_batch_size")
         self.select_batches = (
-            Batcher(self.dataset, select_split, self.eval_batch_size, max_len) if select_split else None
+            eval_batcher(self.dataset, select_split, eval_setting, self.model, self.device, max_len) if select_split else None
         )
-        self.test_batches = Batcher(self.dataset, "test", self.eval_batch_size, max_len)
+        self.test_batches = eval_batcher(self.dataset, "test", eval_setting, self.model, self.device, max_len)
         n_batches = len(self.train_batches)
         if n_batches == 0:
             raise ConfigError("the training split is empty: nothing to train on")
@@ -750,6 +752,7 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "eval_batch_size": self.eval_batch_size,  # the rows actually used (trainer.eval_batch_size, or its auto choice)
+            "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {
                 **self.model.variant(),
                 "activation": {k: v for k, v in OmegaConf.to_container(cfg.act, resolve=True).items() if k not in ("_target_", "_partial_")},
