@@ -91,9 +91,23 @@ def test_trains_and_loss_falls(name, tiny_dataset):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.9
-    # every parameter received a gradient
+    # every parameter received a gradient, as the model says (DDP's find_unused_parameters follows it)
+    assert not model.has_unused_parameters
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("aux_net, unused", [("mlp", True), ("inner", False)])
+def test_dien_without_auxiliary_loss_declares_its_idle_aux_net(tiny_dataset, aux_net, unused):
+    model = make("dien", tiny_dataset, aux_alpha=0.0, aux_net=aux_net)
+    assert model.has_unused_parameters is unused
+    b = Batcher(tiny_dataset, "train", 128, 20, shuffle=True, seed=0, negative_history=True)
+    _, batch = next(iter(b))
+    out = model(batch)
+    assert out.aux_loss is None
+    torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.label).backward()
+    idle = sorted(n for n, p in model.named_parameters() if p.grad is None)
+    assert bool(idle) is unused and all(n.startswith("aux_net.") for n in idle)
 
 
 @pytest.mark.parametrize("name", MODELS + list(VARIANTS))

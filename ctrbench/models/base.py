@@ -26,6 +26,13 @@ class CTRModel(nn.Module):
 
     compilable = True
     eval_rows_cpu = 2048
+
+    @property
+    def has_unused_parameters(self) -> bool:
+        """Whether some parameter does not reach the training loss (DDP then has to look for such
+        parameters at every step: ``find_unused_parameters``). Every model here uses all of its
+        parameters except where it says otherwise; ``tests/test_models.py`` checks each."""
+        return False
     eval_positions_cpu: int | None = None
 
     def embedding_tables(self) -> list[nn.Embedding]:

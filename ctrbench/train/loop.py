@@ -303,7 +303,11 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+            # looking for parameters without gradients costs a graph traversal per step (and a warning
+            # when there are none), so only for a model that has them
+            self.step_model = DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=self.model.has_unused_parameters
+            )
         # the module evaluation calls; device.compile=true puts both under torch.compile (compiled.py)
         self.eval_model = self.model
         self.compiled = bool(cfg.device.get("compile", False))
