@@ -117,10 +117,14 @@ class Batch:
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
+    def map(self, fn) -> "Batch":
+        """The batch with ``fn`` applied to every tensor (absent fields stay None)."""
+        return Batch(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name))) for f in fields(self)})
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(
-            **{
-                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=non_blocking))
-                for f in fields(self)
-            }
-        )
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked host memory, so that a ``to(cuda, non_blocking=True)`` copy runs
+        asynchronously (from pageable memory CUDA copies through a staging buffer and waits)."""
+        return self.map(torch.Tensor.pin_memory)

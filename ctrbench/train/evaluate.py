@@ -82,12 +82,17 @@ def predict(
     out = torch.empty(batcher.n, dtype=torch.float32)
     mine = [idx for i, idx in enumerate(batcher.batches()) if i % world == rank]
 
+    pin = device.type == "cuda"  # page-locked batches: their copies to the GPU run asynchronously
+
     def score_group(group: list[torch.Tensor]) -> None:
-        for idx, batch in zip(group, batcher.gather_each(group)):
+        probs = []
+        for batch in batcher.gather_each(group):
             if reg is not None:
                 batch = reg.transform(batch, training=False)
-            logits = model(batch.to(device)).logits
-            out[idx] = torch.sigmoid(logits.float()).cpu()
+            if pin:
+                batch = batch.pin_memory()
+            probs.append(torch.sigmoid(model(batch.to(device, non_blocking=pin)).logits.float()))
+        out[torch.cat(group)] = torch.cat(probs).cpu()  # one copy back per group (on a GPU, one wait)
 
     def score(share: list[torch.Tensor]) -> None:
         with torch.inference_mode():  # thread-local: entered in every worker
