@@ -26,6 +26,7 @@ class CTRModel(nn.Module):
 
     compilable = True
     eval_rows_cpu = 2048
+    eval_positions_cpu: int | None = None
 
     @property
     def has_unused_parameters(self) -> bool:
@@ -33,7 +34,6 @@ class CTRModel(nn.Module):
         parameters at every step: ``find_unused_parameters``). Every model here uses all of its
         parameters except where it says otherwise; ``tests/test_models.py`` checks each."""
         return False
-    eval_positions_cpu: int | None = None
 
     def embedding_tables(self) -> list[nn.Embedding]:
         return [m for m in self.modules() if isinstance(m, nn.Embedding)]

@@ -34,14 +34,14 @@ from ctrbench.nn.sequence import EVOLUTIONS, BilinearAttention, EvolvingGRU, aux
 
 class DIEN(CTRModel):
     needs_negative_history = True
+    # the recurrences step over the real positions of each length group (packing, a Python loop
+    # whose trip count is data): torch.compile breaks the graph at every step and was slower
+    compilable = False
 
     @property
     def has_unused_parameters(self) -> bool:
         """The official code's auxiliary network (``aux_net=mlp``) is idle when ``aux_alpha=0``."""
         return self.aux_net is not None and self.aux_alpha == 0
-    # the recurrences step over the real positions of each length group (packing, a Python loop
-    # whose trip count is data): torch.compile breaks the graph at every step and was slower
-    compilable = False
 
     def __init__(
         self,

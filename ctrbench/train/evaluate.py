@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ctrbench.data.batches import Batcher
+from ctrbench.data.schema import ProcessedDataset
 from ctrbench.metrics import evaluate_predictions
 from ctrbench.models.base import CTRModel
 from ctrbench.train.distributed import DistContext
@@ -49,7 +50,7 @@ def resolve_eval_positions(setting, model: CTRModel, device: torch.device) -> in
     return int(cap) if cap else None
 
 
-def eval_batcher(dataset, split: str, setting, model: CTRModel, device: torch.device, max_len: int) -> Batcher:
+def eval_batcher(dataset: ProcessedDataset, split: str, setting, model: CTRModel, device: torch.device, max_len: int) -> Batcher:
     """The evaluation Batcher of ``split`` for ``trainer.eval_batch_size=setting`` (null: automatic)."""
     return Batcher(dataset, split, resolve_eval_batch_size(setting, model, device), max_len,
                    max_positions=resolve_eval_positions(setting, model, device))

@@ -62,7 +62,7 @@ from ctrbench.runtime import tune_malloc
 from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed
-from ctrbench.train.evaluate import eval_batcher, evaluate, resolve_eval_batch_size, resolve_eval_positions
+from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.regularizers import Regularizer
 
@@ -336,11 +336,11 @@ class Trainer:
                 f"the '{select_split}' split is empty, so no model can be selected on it "
                 "(set dataset.protocol.valid_positions >= 1, or trainer.selection=last)"
             )
-        eval_setting = t.get("eval_batch_size")
-        self.select_batches = (
-            eval_batcher(self.dataset, select_split, eval_setting, self.model, self.device, max_len) if select_split else None
-        )
-        self.test_batches = eval_batcher(self.dataset, "test", eval_setting, self.model, self.device, max_len)
+        def eval_batches(split: str) -> Batcher:
+            return Batcher(self.dataset, split, self.eval_batch_size, max_len, max_positions=self.eval_positions)
+
+        self.select_batches = eval_batches(select_split) if select_split else None
+        self.test_batches = eval_batches("test")
         n_batches = len(self.train_batches)
         if n_batches == 0:
             raise ConfigError("the training split is empty: nothing to train on")
