@@ -136,7 +136,7 @@ def run_train(a: argparse.Namespace, data_dir: str) -> dict:
         "epochs": a.epochs,
         "batch": a.batch,
         "eval_batch": m["eval_batch_size"],
-        "eval_positions": m.get("eval_positions"),
+        "eval_positions": m["eval_positions"],
         "eval_workers": a.eval_workers,
         "embedding_dim": a.embedding_dim,
         "threads": torch.get_num_threads(),

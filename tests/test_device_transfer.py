@@ -1,10 +1,11 @@
-"""Batches bound for a GPU are page-locked before their non-blocking copy, in training and in
-evaluation. CI has no GPU, so the wiring is checked on CPU with torch's pinning and copying
-stood in for."""
+"""Batches bound for a GPU are page-locked before their non-blocking copy (``Batch.to_device``), in
+training and in evaluation. CI has no GPU, so the wiring is checked on CPU with torch's pinning and
+copying stood in for."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import fast_trainer
@@ -34,9 +35,10 @@ class FakeCuda:
     type = "cuda"
 
 
-def test_evaluation_pins_and_copies_non_blocking_for_a_gpu(tiny_dataset, tmp_path, monkeypatch):
-    t = fast_trainer(tiny_dataset, tmp_path / "run", "model=din")
-    want = predict(t.model, t.test_batches, t.device, t.reg)
+@pytest.fixture
+def transfers(monkeypatch) -> dict:
+    """Counts ``Batch.pin_memory`` calls and records each ``Batch.to``'s ``non_blocking``; a copy to
+    a ``FakeCuda`` device stays on the CPU."""
     calls = {"pin": 0, "non_blocking": []}
     real_to = Batch.to
 
@@ -50,32 +52,26 @@ def test_evaluation_pins_and_copies_non_blocking_for_a_gpu(tiny_dataset, tmp_pat
 
     monkeypatch.setattr(Batch, "pin_memory", pin)
     monkeypatch.setattr(Batch, "to", to)
+    return calls
+
+
+def test_evaluation_pins_and_copies_non_blocking_for_a_gpu(tiny_dataset, tmp_path, transfers):
+    t = fast_trainer(tiny_dataset, tmp_path / "run", "model=din")
+    want = predict(t.model, t.test_batches, t.device, t.reg)
+    transfers["pin"], transfers["non_blocking"] = 0, []
     got = predict(t.model, t.test_batches, FakeCuda(), t.reg)
     np.testing.assert_array_equal(got, want)
-    assert calls["pin"] == len(t.test_batches) and calls["non_blocking"] and all(calls["non_blocking"])
-    calls["pin"], calls["non_blocking"] = 0, []
+    assert transfers["pin"] == len(t.test_batches) and transfers["non_blocking"] and all(transfers["non_blocking"])
+    transfers["pin"], transfers["non_blocking"] = 0, []
     predict(t.model, t.test_batches, t.device, t.reg)  # on the CPU: no pinning, plain copies
-    assert calls["pin"] == 0 and not any(calls["non_blocking"])
+    assert transfers["pin"] == 0 and not any(transfers["non_blocking"])
 
 
-def test_training_pins_batches_for_a_gpu(tiny_dataset, tmp_path, monkeypatch):
+def test_training_pins_batches_for_a_gpu(tiny_dataset, tmp_path, transfers):
     t = fast_trainer(tiny_dataset, tmp_path / "run", "model=din")
     _, batch = next(iter(t.train_batches))
-    calls = {"pin": 0, "non_blocking": []}
-    real_to = Batch.to
-
-    def pin(self):
-        calls["pin"] += 1
-        return self
-
-    def to(self, device, non_blocking=False):
-        calls["non_blocking"].append(non_blocking)
-        return real_to(self, "cpu")
-
-    monkeypatch.setattr(Batch, "pin_memory", pin)
-    monkeypatch.setattr(Batch, "to", to)
     t.train_step(batch)  # on the CPU: no pinning
-    assert calls["pin"] == 0
+    assert transfers["pin"] == 0
     t.device = FakeCuda()
     assert np.isfinite(t.train_step(batch))
-    assert calls["pin"] == 1 and calls["non_blocking"][-1] is True
+    assert transfers["pin"] == 1 and transfers["non_blocking"][-1] is True

@@ -193,13 +193,9 @@ class Batcher:
         for idx in idxs:
             rows = slice(start, start + len(idx))
             start = rows.stop
-            hist_len = whole.hist_len[rows]
-            cols = slice(0, max(int(hist_len.max()), 1) if len(idx) else 1)
-            out.append(Batch(
-                user=whole.user[rows], item=whole.item[rows], cate=whole.cate[rows], label=whole.label[rows],
-                hist_item=whole.hist_item[rows, cols], hist_cate=whole.hist_cate[rows, cols],
-                hist_mask=whole.hist_mask[rows, cols], hist_len=hist_len,
-            ))
+            cols = slice(0, max(int(whole.hist_len[rows].max()), 1) if len(idx) else 1)
+            # per-sample fields are [B], history fields [B, L]: rows of both, and the history cut to L
+            out.append(whole.map(lambda t: t[rows] if t.dim() == 1 else t[rows, cols]))
         return out
 
     def negative_behaviours(

@@ -128,3 +128,9 @@ class Batch:
         """The batch in page-locked host memory, so that a ``to(cuda, non_blocking=True)`` copy runs
         asynchronously (from pageable memory CUDA copies through a staging buffer and waits)."""
         return self.map(torch.Tensor.pin_memory)
+
+    def to_device(self, device: torch.device) -> "Batch":
+        """The batch on the device the model runs on: for a GPU page-locked first and copied
+        without waiting; on the CPU as it is."""
+        gpu = device.type == "cuda"
+        return (self.pin_memory() if gpu else self).to(device, non_blocking=gpu)

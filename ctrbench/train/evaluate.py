@@ -83,16 +83,12 @@ def predict(
     out = torch.empty(batcher.n, dtype=torch.float32)
     mine = [idx for i, idx in enumerate(batcher.batches()) if i % world == rank]
 
-    pin = device.type == "cuda"  # page-locked batches: their copies to the GPU run asynchronously
-
     def score_group(group: list[torch.Tensor]) -> None:
         probs = []
         for batch in batcher.gather_each(group):
             if reg is not None:
                 batch = reg.transform(batch, training=False)
-            if pin:
-                batch = batch.pin_memory()
-            probs.append(torch.sigmoid(model(batch.to(device, non_blocking=pin)).logits.float()))
+            probs.append(torch.sigmoid(model(batch.to_device(device)).logits.float()))
         out[torch.cat(group)] = torch.cat(probs).cpu()  # one copy back per group (on a GPU, one wait)
 
     def score(share: list[torch.Tensor]) -> None:

@@ -382,10 +382,7 @@ class Trainer:
         """One optimizer step; returns the loss. The loss (and the gradient norm, when
         ``trainer.grad_clip`` computes it) is read once, before the optimizer step, so a non-finite
         value stops training with the weights as they were."""
-        batch = self.reg.transform(batch, training=True)
-        if self.device.type == "cuda":  # page-locked, so that the copy below runs asynchronously
-            batch = batch.pin_memory()
-        batch = batch.to(self.device, non_blocking=True)
+        batch = self.reg.transform(batch, training=True).to_device(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.step_model(batch)
         loss = F.binary_cross_entropy_with_logits(out.logits.float(), batch.label)
