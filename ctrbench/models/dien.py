@@ -9,7 +9,8 @@
     L        = L_target + alpha * L_aux                       Eq. (7)
 
 Switches (recorded in metrics.json): ``evolution`` = augru (default) | agru (Eq. 10) | aigru (Eq. 9) |
-gru_att (a second plain GRU, then attention pooling: the paper's "two layer GRU attention");
+gru_att (a second plain GRU over h_t, then attention on the second GRU's states and attention
+pooling of them: the paper's "two layer GRU attention", as in the official code);
 ``attention`` = bilinear (Eq. 8) | mlp (the official code's [q, k, q-k, q*k] MLP with softmax);
 ``augru_formula`` = paper | code; ``aux_net`` = inner (Eq. 6's sigmoid of the inner product) | mlp
 (the official code's 100-50 network); ``aux_reduction`` = paper (Eq. 6: sum over t, mean over
@@ -106,11 +107,13 @@ class DIEN(CTRModel):
         e_a = self.emb.target(batch)
         e_h = self.emb.history(batch)
         h = run_gru(self.extractor, e_h, batch.hist_len)  # [B, L, H], Eqs. (2)-(5)
-        a = self.attend(h, e_a, mask)  # [B, L], Eq. (8)
         if self.evolution == "gru_att":
+            # two-layer GRU attention: a second GRU over h, attention on *its* states, then pooling
             h2 = run_gru(self.evolver, h, batch.hist_len)
-            interest = torch.einsum("bl,blh->bh", a, h2)
+            a2 = self.attend(h2, e_a, mask)  # [B, L], Eq. (8) on the second GRU's states
+            interest = torch.einsum("bl,blh->bh", a2, h2)
         else:
+            a = self.attend(h, e_a, mask)  # [B, L], Eq. (8)
             interest = self.evolver(h, a, mask)  # h'_T
         pooled = e_h.sum(dim=1)
         extra = [e_a * pooled] if self.mlp_inputs == "code" else []  # the official code's e_a ⊙ Σe_h
