@@ -147,6 +147,7 @@ def run_prepare(cfg: DictConfig) -> Path:
 # ---- evaluate -------------------------------------------------------------------------------
 def run_evaluate(cfg: DictConfig) -> dict:
 
+    from ctrbench.data.batches import eval_max_len
     from ctrbench.data.prepare import load_dataset
     from ctrbench.atomic import atomic_write_text
     from ctrbench.train import checkpoint
@@ -172,7 +173,8 @@ def run_evaluate(cfg: DictConfig) -> dict:
     model.load_state_dict(state["model"])
     reg = build_regularizer(run_cfg.reg)
     reg.setup(model, ds, int(run_cfg.dataset.max_len))
-    batcher = eval_batcher(ds, cfg.split, cfg.get("batch_size"), model, device, int(run_cfg.dataset.max_len))
+    cut = int(run_cfg.dataset.max_len) if cfg.split == "train" else eval_max_len(ds, int(run_cfg.dataset.max_len), run_cfg.dataset.get("eval_max_len", ...))
+    batcher = eval_batcher(ds, cfg.split, cfg.get("batch_size"), model, device, cut)
     metrics, secs = evaluate(model, batcher, device, cfg.gauc_weighting, reg)
     metrics["eval_samples_per_s"] = round(batcher.n / max(secs, 1e-9), 1)
     metrics["checkpoint_step"] = state.get("step")

@@ -43,6 +43,7 @@ def check_train(cfg: DictConfig) -> None:
     check_missing(cfg)
     _int(cfg, "seed", 0, maximum=2**63 - 1)  # what torch.manual_seed takes
     _int(cfg, "dataset.max_len", 1)
+    _int(cfg, "dataset.eval_max_len", 1, optional=True)
     _int(cfg, "trainer.batch_size", 1)
     _int(cfg, "trainer.eval_batch_size", 1, optional=True)
     if _has(cfg, "trainer.eval_workers"):

@@ -167,3 +167,29 @@ def test_movielens_protocol_split_fractions():
     assert info["users_per_split"]["test"] == n_test
     assert info["users_per_split"]["valid"] == round(0.1 * (n - n_test))
     assert sum(len(s) for s in splits.values()) == streams.n_behaviours
+
+
+@pytest.mark.parametrize("overrides, train_cut, eval_cut", [
+    (("dataset/protocol=dien", "dataset.max_len=3"), 3, "longest"),   # the DIEN code: test histories whole
+    (("dataset/protocol=dien", "dataset.max_len=3", "dataset.eval_max_len=5"), 3, 5),
+    (("dataset.max_len=3",), 3, 3),                                    # other protocols: one cut for all
+])
+def test_evaluation_history_cut(tiny_dataset, tmp_path, overrides, train_cut, eval_cut):
+    from conftest import fast_trainer
+
+    t = fast_trainer(tiny_dataset, tmp_path / "run", *overrides)
+    longest = int(tiny_dataset.streams.lengths().max())
+    want = longest if eval_cut == "longest" else eval_cut
+    assert t.train_batches.max_len == train_cut
+    assert t.test_batches.max_len == want and t.select_batches.max_len == want
+    seen = max(int(b.hist_len.max()) for _, b in t.test_batches)
+    assert seen == min(want, max(int(e) for e in tiny_dataset.splits["test"].hist_end))
+    assert max(int(b.hist_len.max()) for _, b in t.train_batches) <= train_cut
+
+
+def test_evaluation_history_cut_bad_value():
+    from conftest import compose_train
+    from ctrbench.config_checks import check_train
+
+    with pytest.raises(ConfigError, match="dataset.eval_max_len=0"):
+        check_train(compose_train("dataset/protocol=dien", "dataset.eval_max_len=0"))

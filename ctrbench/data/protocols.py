@@ -190,7 +190,10 @@ class DIENProtocol:
     split at random (seeded) into test (``test_fraction``, the code's 1/10) and the rest. Users with
     fewer than 2 behaviours have no history and are dropped (the code drops empty-history lines).
     Training histories are cut to the last 100 behaviours by ``dataset.max_len`` (this protocol's
-    config sets 100, the code's ``maxlen``).
+    config sets 100, the code's ``maxlen``); validation and test histories are not cut
+    (``dataset.eval_max_len: null``, as the code's ``prepare_data``, which cuts only training
+    batches; an integer there cuts them too). The cuts are the Batcher's; the samples keep every
+    earlier behaviour.
 
     Our addition: ``valid_fraction`` of the non-test users form a validation split, so that a model
     is never selected on the test users (the code selects on test)."""

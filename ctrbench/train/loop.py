@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import ctrbench
 from ctrbench.atomic import atomic_path, atomic_write_text
-from ctrbench.data.batches import Batcher
+from ctrbench.data.batches import Batcher, eval_max_len
 from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset, Vocab
 from ctrbench.train.compiled import check_compile_available, compile_module
@@ -336,8 +336,10 @@ class Trainer:
                 f"the '{select_split}' split is empty, so no model can be selected on it "
                 "(set dataset.protocol.valid_positions >= 1, or trainer.selection=last)"
             )
+        self.eval_max_len = eval_max_len(self.dataset, max_len, cfg.dataset.get("eval_max_len", ...))
+
         def eval_batches(split: str) -> Batcher:
-            return Batcher(self.dataset, split, self.eval_batch_size, max_len, max_positions=self.eval_positions)
+            return Batcher(self.dataset, split, self.eval_batch_size, self.eval_max_len, max_positions=self.eval_positions)
 
         self.select_batches = eval_batches(select_split) if select_split else None
         self.test_batches = eval_batches("test")
