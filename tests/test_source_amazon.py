@@ -172,7 +172,7 @@ def test_2014_plain_files_accepted(tmp_path):
 def test_2014_crlf_and_blank_lines(tmp_path):
     write_lines(tmp_path / "reviews_Electronics_5.json", [json.dumps(r) + "\r" for r in REVIEWS] + [""])
     write_lines(tmp_path / "meta_Electronics.json", [m + "\r" for m in META_2014[:2]] + ["", "  "])
-    events, _, report, _ = read(tmp_path)
+    events, _, report, _ = read(tmp_path, max_uncategorised=1.0)  # 4 of the 5 items have no category
     assert len(events) == 6 and report["meta_lines_read"] == 2
 
 
@@ -232,7 +232,7 @@ def dir2018(tmp_path: Path) -> Path:
 
 
 def test_2018_events_and_flat_category(dir2018):
-    kw = {"category": "Cell_Phones_and_Accessories", "release": 2018}
+    kw = {"category": "Cell_Phones_and_Accessories", "release": 2018, "max_uncategorised": 1.0}  # 3 of 5 without
     events, meta, report, inputs = read(dir2018, **kw)
     assert inputs["reviews"].name == "Cell_Phones_and_Accessories_5.json.gz"
     assert events.item.tolist() == [r["asin"] for r in REVIEWS]
@@ -249,7 +249,7 @@ def test_2018_plain_files_and_slow_path(tmp_path):
     write_reviews(tmp_path / "Books_5.json")
     lines = [json.dumps(m) for m in META_2018] + ["{not json"]
     write_lines(tmp_path / "meta_Books.json", lines)
-    _, meta, report, _ = read(tmp_path, category="Books", release=2018, on_bad_line="skip")
+    _, meta, report, _ = read(tmp_path, category="Books", release=2018, on_bad_line="skip", max_uncategorised=1.0)
     assert category_of(meta) == {"A1": "Basic Cases", "A2": "", "A4": "", "A7": "Tom & Jerry's"}
     assert report["bad_lines"]["meta"]["bad_lines_skipped"] == 1
     assert report["bad_lines"]["meta"]["examples"][0].startswith("line 6:")
@@ -330,7 +330,7 @@ def test_truncated_gzip(tmp_path):
     write_lines(tmp_path / "meta_Electronics.json.gz", META_2014)
     with pytest.raises(DataError, match="reviews_Electronics_5.json.gz: the gzip stream is truncated or corrupt"):
         read(tmp_path)
-    events, _, report, _ = read(tmp_path, on_bad_line="skip")
+    events, _, report, _ = read(tmp_path, on_bad_line="skip", max_uncategorised=1.0)  # items A0..A6: few in META_2014
     assert 0 < len(events) < len(rows)
     assert events.user.tolist() == [r["reviewerID"] for r in rows[: len(events)]]
     assert report["bad_lines"]["reviews"]["bad_lines_skipped"] == 1
@@ -385,3 +385,193 @@ def test_real_digital_music_sample():
     first, last = category_of(meta), category_of(meta_last)
     assert {k: first[k] for k in expected_first} == expected_first
     assert {k: last[k] for k in expected_last} == expected_last
+
+
+# ---- items without category (issue 22, item 8) -------------------------------------------------
+
+
+def reviews_of(items: list[str], users: int = 6) -> list[dict]:
+    """Every user reviews every item once (times distinct per user)."""
+    return [review(f"U{u}", item, 1000 + 10 * k + u) for u in range(users) for k, item in enumerate(items)]
+
+
+ITEMS = [f"B{i:03d}" for i in range(10)]
+
+
+def meta2014(item: str, cate: str | None) -> str:
+    return repr({"asin": item, "title": "x"} if cate is None else {"asin": item, "categories": [["Electronics", cate]]})
+
+
+def test_2018_meta_beside_2014_reviews_is_an_error_naming_both_files_and_the_release(tmp_path):
+    """The same asins, but a 2018 meta file (JSON lines with 'category') read as a 2014 one: no
+    item has 'categories', so every item would silently get the unknown category 0."""
+    write_reviews(tmp_path / "reviews_Electronics_5.json.gz", reviews_of(ITEMS))
+    write_lines(tmp_path / "meta_Electronics.json.gz",
+                [json.dumps({"asin": i, "title": "x", "category": ["Electronics", f"C{int(i[1:]) % 3}"]}) for i in ITEMS])
+    with pytest.raises(DataError) as e:
+        read(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for word in ("10 of 10 reviewed items", "dataset.max_uncategorised=0.5", "reviews_Electronics_5.json.gz",
+                 "meta_Electronics.json.gz", "2018", "dataset.release"):
+        assert word in msg, (word, msg)
+
+
+def test_2014_meta_beside_2018_reviews_read_with_skip_names_the_release(tmp_path):
+    write_reviews(tmp_path / "Books_5.json.gz", reviews_of(ITEMS))
+    write_lines(tmp_path / "meta_Books.json.gz", [meta2014(i, "Fiction") for i in ITEMS])
+    with pytest.raises(DataError, match=r"all 10 meta lines were skipped as malformed.*looks like a 2014-release.*dataset\.release=2014"):
+        read(tmp_path, category="Books", release=2018, on_bad_line="skip")
+
+
+def test_meta_of_other_items_is_an_error(tmp_path):
+    """A meta file that matches no reviewed item (another category's, say)."""
+    write_reviews(tmp_path / "reviews_Electronics_5.json.gz", reviews_of(ITEMS))
+    write_lines(tmp_path / "meta_Electronics.json.gz", [meta2014(f"Z{i}", "Cables") for i in range(10)])
+    with pytest.raises(DataError, match=r"none of the 10 reviewed items is in the meta file.*meta_Electronics.json.gz"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_meta_gzip_without_lines_is_an_error(tmp_path, content):
+    write_reviews(tmp_path / "reviews_Electronics_5.json.gz", reviews_of(ITEMS))
+    (tmp_path / "meta_Electronics.json.gz").write_bytes(gzip.compress(content))
+    with pytest.raises(DataError) as e:
+        read(tmp_path)
+    assert "\n" not in str(e.value)
+    assert "meta_Electronics.json.gz" in str(e.value) and "no lines" in str(e.value)
+
+
+def test_some_items_without_category_warn_in_the_log_and_the_report(tmp_path, caplog):
+    # 3 of 10 reviewed items without category: 2 with no meta line, 1 with a line without categories
+    write_reviews(tmp_path / "reviews_Electronics_5.json.gz", reviews_of(ITEMS))
+    write_lines(tmp_path / "meta_Electronics.json.gz",
+                [meta2014(i, None if i == "B002" else "Cables") for i in ITEMS[:8]])
+    with caplog.at_level("WARNING", logger="ctrbench"):
+        _, _, report, _ = read(tmp_path)
+    assert report["reviewed_items_with_category"] == 7
+    [warning] = report["warnings"]
+    assert "3 of 10 reviewed items (30%) have no category" in warning
+    assert "2 have no line in the meta file" in warning and "1 has a line without a category" in warning
+    assert "meta_Electronics.json.gz" in warning and "\n" not in warning
+    assert warning in caplog.text
+    # the same files with a lower limit: an error
+    with pytest.raises(DataError, match=r"3 of 10 reviewed items \(30%\).*dataset\.max_uncategorised=0\.2"):
+        read(tmp_path, max_uncategorised=0.2)
+
+
+def test_all_items_with_category_no_warning(tmp_path, caplog):
+    write_reviews(tmp_path / "reviews_Electronics_5.json.gz", reviews_of(ITEMS))
+    write_lines(tmp_path / "meta_Electronics.json.gz", [meta2014(i, "Cables") for i in ITEMS])
+    with caplog.at_level("WARNING", logger="ctrbench"):
+        _, _, report, _ = read(tmp_path)
+    assert report["warnings"] == [] and "category" not in caplog.text
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, "half", True, float("nan")])
+def test_max_uncategorised_must_be_a_fraction(bad):
+    with pytest.raises(ConfigError, match="dataset.max_uncategorised"):
+        AmazonSource(max_uncategorised=bad)
+
+
+def test_prepare_fails_with_one_line_and_warns_in_the_statistics_table(tmp_path):
+    from test_cli import ctrbench
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # each of 8 users reviews 6 of the 10 items (so the protocol can draw negatives)
+    write_reviews(raw / "reviews_Electronics_5.json.gz",
+                  [review(f"U{u}", ITEMS[(u + k) % 10], 1000 + 10 * k) for u in range(8) for k in range(6)])
+    write_lines(raw / "meta_Electronics.json.gz", [meta2014(i, f"C{int(i[1:]) % 3}") for i in ITEMS[:4]])
+    args = ["dataset=amazon", f"dataset.raw_dir={raw}", "dataset.download=false"]
+    proc = ctrbench("prepare", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert "6 of 10 reviewed items (60%) have no category" in line and "dataset.max_uncategorised" in line
+    ok = ctrbench("prepare", *args, "dataset.max_uncategorised=0.8", cwd=tmp_path)
+    assert "warning" in ok.stdout and "no category" in ok.stdout.replace("\n", " ")
+    [manifest] = (tmp_path / "data" / "processed").glob("*/manifest.json")
+    [warning] = json.loads(manifest.read_text())["protocol"]["source"]["warnings"]
+    assert warning.startswith("6 of 10 reviewed items (60%) have no category")
+
+
+# ---- category names and missing files (issue 22, item 9) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "release, category, expected",
+    [
+        (2014, "Magazine_Subscription", "the 2018 release has Magazine_Subscriptions (dataset.release=2018)"),
+        (2018, "Magazine_Subscription", "did you mean Magazine_Subscriptions?"),
+        (2014, "electronics", "did you mean Electronics?"),
+        (2014, "Cell Phones & Accessories", "did you mean Cell_Phones_and_Accessories?"),
+        (2014, "Movies_TV", "did you mean Movies_and_TV?"),
+        (2018, "Beauty", "did you mean"),  # All_Beauty / Luxury_Beauty; 2014's Beauty
+        (2014, "Xyzzy", "the 2014 release's categories are: Amazon_Instant_Video, Apps_for_Android"),
+    ],
+)
+def test_unknown_category_is_a_config_error_with_suggestions(tmp_path, release, category, expected):
+    source = AmazonSource(raw_dir=str(tmp_path), download=False, category=category, release=release)
+    with pytest.raises(ConfigError) as e:
+        source.locate(tmp_path, "amazon_x")
+    msg = str(e.value)
+    assert "\n" not in msg and "http" not in msg  # no download links for a category that does not exist
+    assert f"dataset.category={category!r} is not a category of the Amazon {release} release" in msg
+    assert expected in msg, msg
+    assert str(tmp_path) in msg
+
+
+def test_published_category_lists():
+    from ctrbench.data.sources.amazon import CATEGORIES
+
+    assert len(CATEGORIES[2014]) == 24 and len(CATEGORIES[2018]) == 29
+    for release, names in CATEGORIES.items():
+        assert len(set(names)) == len(names) and all(" " not in n and "/" not in n for n in names)
+        for name in names:  # every published name passes the check (no ConfigError) and has its links
+            urls = [r.url for r in AmazonSource(category=name, release=release).remote_files()]
+            assert all(name in u for u in urls)
+    assert {"Electronics", "Books", "Digital_Music", "Clothing_Shoes_and_Jewelry"} <= set(CATEGORIES[2014])
+    assert {"Magazine_Subscriptions", "AMAZON_FASHION", "All_Beauty", "Cell_Phones_and_Accessories"} <= set(CATEGORIES[2018])
+
+
+def test_unpublished_category_with_its_files_there_is_read(tmp_path):
+    """A category name outside the published list is fine when both files are there (a subset a
+    user made, say): the list is only checked before asking for (or downloading) files."""
+    write_reviews(tmp_path / "reviews_My_Subset_5.json")
+    write_lines(tmp_path / "meta_My_Subset.json", META_2014)
+    events, _, _, _ = read(tmp_path, category="My_Subset")
+    assert len(events) == len(REVIEWS)
+
+
+@pytest.mark.parametrize("present", ["reviews", "meta"])
+def test_one_file_there_says_which_is_missing(tmp_path, present):
+    names = {"reviews": "reviews_Electronics_5.json.gz", "meta": "meta_Electronics.json.gz"}
+    missing = "meta" if present == "reviews" else "reviews"
+    if present == "reviews":
+        write_reviews(tmp_path / names["reviews"])
+    else:
+        write_lines(tmp_path / "meta_Electronics.json", META_2014)  # un-gzipped counts as there
+    source = AmazonSource(raw_dir=str(tmp_path), download=False)
+    with pytest.raises(DataError) as e:
+        source.locate(tmp_path, "amazon_x")
+    first, *rest = str(e.value).splitlines()
+    assert f"the {missing} file {names[missing]} is not there" in first, first
+    assert f"the {present} file " in first and "is there" in first
+    listed = "\n".join(rest)
+    assert names[missing] in listed and names[present] not in listed  # only the missing file is asked for
+
+
+def test_one_file_there_only_the_other_is_downloaded(tmp_path, monkeypatch):
+    from ctrbench.data import download
+
+    write_reviews(tmp_path / "reviews_Electronics_5.json.gz")
+    fetched = []
+
+    def fake_fetch(remote, raw_dir, timeout=30.0):
+        fetched.append(remote.name)
+        return write_lines(raw_dir / remote.name, META_2014)
+
+    monkeypatch.setattr(download, "fetch", fake_fetch)
+    inputs = AmazonSource(raw_dir=str(tmp_path)).locate(tmp_path, "amazon_x")
+    assert fetched == ["meta_Electronics.json.gz"]
+    assert inputs["reviews"].name == "reviews_Electronics_5.json.gz"

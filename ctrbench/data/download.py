@@ -93,13 +93,18 @@ def fetch(remote: RemoteFile, raw_dir: Path, timeout: float = 30.0) -> Path:
 
 
 def unpack_zip(path: Path, into: Path) -> None:
-    """Unpack a zip archive into ``into`` (members keep their folders), atomically per member."""
+    """Unpack a zip archive into ``into`` (members keep their folders), atomically per member. Every
+    member's path is checked first (as a path, not a string prefix: ``raw/ml-x`` is not inside
+    ``raw/ml``), so an archive with one member outside ``into`` writes nothing."""
+    root = into.resolve()
     try:
         with zipfile.ZipFile(path) as z:
-            for member in z.infolist():
+            members = z.infolist()
+            for member in members:
+                if not (into / member.filename).resolve().is_relative_to(root):
+                    raise DataError(f"{path}: member '{member.filename}' would unpack outside {into}; the archive is not unpacked")
+            for member in members:
                 target = (into / member.filename).resolve()
-                if not str(target).startswith(str(into.resolve())):
-                    raise DataError(f"{path}: member '{member.filename}' would unpack outside {into}")
                 if member.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
@@ -109,22 +114,23 @@ def unpack_zip(path: Path, into: Path) -> None:
         raise DataError(f"{path} is not a valid zip archive ({e}); delete it and run prepare again") from None
 
 
-def ensure(dataset: str, raw_dir: Path, found, needed: list[str], remotes: list[RemoteFile], allow_download: bool):
+def ensure(dataset: str, raw_dir: Path, found, needed: list[str], remotes: list[RemoteFile], allow_download: bool,
+           absent: str = "the raw files are not there"):
     """``found()`` returns the input files when they are all in ``raw_dir`` (else None). When they
     are not, download ``remotes`` (if allowed) and look again; otherwise raise a DataError that
-    lists what is needed."""
+    lists what is needed. ``absent`` says what is missing (the first words of the message)."""
     files = found()
     if files is not None:
         return files
     if not allow_download:
-        raise missing_files_error(dataset, raw_dir, needed, remotes, "the raw files are not there and dataset.download=false")
+        raise missing_files_error(dataset, raw_dir, needed, remotes, f"{absent} and dataset.download=false")
     if any(r.url is None for r in remotes):
-        raise missing_files_error(dataset, raw_dir, needed, remotes, "the raw files are not there and cannot be downloaded automatically")
+        raise missing_files_error(dataset, raw_dir, needed, remotes, f"{absent} and cannot be downloaded automatically")
     try:
         for r in remotes:
             fetch(r, raw_dir)
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise missing_files_error(dataset, raw_dir, needed, remotes, f"the raw files are not there and the download failed ({e})") from None
+        raise missing_files_error(dataset, raw_dir, needed, remotes, f"{absent} and the download failed ({e})") from None
     files = found()
     if files is None:
         raise missing_files_error(dataset, raw_dir, needed, remotes, "the downloaded files do not contain what was expected")

@@ -5,6 +5,7 @@ items without category), and the paper's published figures beside ours where the
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 
 def _n(v) -> str:
@@ -60,6 +61,8 @@ def dataset_table(m: dict, path, built: bool, paper: dict | None) -> Table:
     bad = sum(int(r.get("bad_lines_skipped", 0)) for r in (info.get("source", {}).get("bad_lines") or {}).values())
     if info.get("source"):
         t.add_row("malformed lines skipped", _n(bad), *extra)
+    for warning in info.get("source", {}).get("warnings") or []:  # what the source found suspicious
+        t.add_row("[bold yellow]warning[/]", Text(warning, style="yellow", justify="left"), *extra)
     st = m.get("stats", {})
     if st:
         b = st["behaviours_per_user"]

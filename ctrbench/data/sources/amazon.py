@@ -34,15 +34,33 @@ What is read:
 
 Duplicate asins in the meta: the first line wins (counted). Items reviewed but without meta get
 the unknown category in ``encode`` (counted there).
+
+Checks around the two files:
+
+- **Items without category.** A reviewed item without a meta line, or with one without a category,
+  gets the unknown category 0. Above ``max_uncategorised`` (a fraction of the reviewed items,
+  default 0.5) that is an error naming both files and the likely cause (a meta file of the other
+  release, sniffed from its first lines; a meta file that matches no reviewed item); at or below
+  it, any such item is a warning, logged and kept in the report (``warnings``; the statistics
+  table shows it). A meta file with no non-blank line (an empty gzip) is an error.
+- **Category names.** When the files are not both in ``raw_dir``, the category must be one of
+  the release's published names (``CATEGORIES``): an unknown one is a ConfigError suggesting the
+  closest names (and the other release's name when only that release has it), not a list of
+  download links that do not exist. A name outside the list is accepted when both its files are
+  there. When one of the two files is there, the error says which one is missing, and only the
+  missing one is downloaded.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import html
 import io
 import json
+import logging
 import re
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +70,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from ctrbench.data import download
 from ctrbench.data.download import RemoteFile
 from ctrbench.data.sources.raw import (
     Events,
     ItemMeta,
     LineErrors,
+    open_binary,
     read_all_bytes,
     require_file,
 )
 from ctrbench.data.sources.real import RealSource
 from ctrbench.errors import ConfigError, DataError
+
+log = logging.getLogger("ctrbench")
 
 RELEASES = (2014, 2018)
 CATEGORY_PATHS = ("last", "first")
@@ -71,6 +93,62 @@ URL_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 PAGE_2018 = "https://nijianmo.github.io/amazon/index.html"
 URL_2018_REVIEWS = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/"
 URL_2018_META = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/"
+
+# The categories each release publishes 5-core review files for, as spelled in the file names
+# (``reviews_<C>_5.json.gz`` / ``<C>_5.json.gz``, ``meta_<C>.json.gz``) on the pages above.
+CATEGORIES = {
+    2014: (
+        "Amazon_Instant_Video", "Apps_for_Android", "Automotive", "Baby", "Beauty", "Books", "CDs_and_Vinyl",
+        "Cell_Phones_and_Accessories", "Clothing_Shoes_and_Jewelry", "Digital_Music", "Electronics",
+        "Grocery_and_Gourmet_Food", "Health_and_Personal_Care", "Home_and_Kitchen", "Kindle_Store", "Movies_and_TV",
+        "Musical_Instruments", "Office_Products", "Patio_Lawn_and_Garden", "Pet_Supplies", "Sports_and_Outdoors",
+        "Tools_and_Home_Improvement", "Toys_and_Games", "Video_Games",
+    ),
+    2018: (
+        "AMAZON_FASHION", "All_Beauty", "Appliances", "Arts_Crafts_and_Sewing", "Automotive", "Books", "CDs_and_Vinyl",
+        "Cell_Phones_and_Accessories", "Clothing_Shoes_and_Jewelry", "Digital_Music", "Electronics", "Gift_Cards",
+        "Grocery_and_Gourmet_Food", "Home_and_Kitchen", "Industrial_and_Scientific", "Kindle_Store", "Luxury_Beauty",
+        "Magazine_Subscriptions", "Movies_and_TV", "Musical_Instruments", "Office_Products", "Patio_Lawn_and_Garden",
+        "Pet_Supplies", "Prime_Pantry", "Software", "Sports_and_Outdoors", "Tools_and_Home_Improvement",
+        "Toys_and_Games", "Video_Games",
+    ),
+}
+
+
+def _category_key(name: str) -> str:
+    """A name reduced for matching: lower case, ``&`` as ``and``, other separators as ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower().replace("&", " and ")).strip("_")
+
+
+def _closest(name: str, names: tuple[str, ...], n: int = 3) -> list[str]:
+    """The published names closest to ``name`` (an exact match up to case and separators first)."""
+    by_key = {_category_key(c): c for c in names}
+    key = _category_key(name)
+    if key in by_key:
+        return [by_key[key]]
+    return [by_key[k] for k in difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.6)]
+
+
+def unknown_category_message(category: str, release: int) -> str | None:
+    """None when ``category`` is one of the release's published names; else what to say about it:
+    the closest names, and the other release's name when only that release has the category."""
+    names = CATEGORIES[release]
+    if category in names:
+        return None
+    msg = f"dataset.category={category!r} is not a category of the Amazon {release} release"
+    close = _closest(category, names)
+    if close:
+        msg += f"; did you mean {' or '.join(close)}?"
+    for other in RELEASES:
+        if other == release:
+            continue
+        theirs = [c for c in _closest(category, CATEGORIES[other], n=1) if c not in names]
+        if theirs and (_category_key(theirs[0]) == _category_key(category) or not close):
+            msg += f"; the {other} release has {theirs[0]} (dataset.release={other})"
+    if not close:
+        msg += f"; the {release} release's categories are: {', '.join(names)}"
+    return msg
+
 
 JSON_BLOCK_SIZE = 16 << 20  # pyarrow parses blocks in parallel; a line longer than this falls back
 
@@ -457,6 +535,29 @@ def read_meta_2018(path: Path, policy: str) -> tuple[list[str], list[str], LineE
     return items, [unescaped[c] for c in cates], errors, lines
 
 
+META_FORMATS = {2014: "Python dict literals with 'categories'", 2018: "JSON lines with 'category'"}
+
+
+def sniff_meta_release(path: Path, max_lines: int = 200) -> int | None:
+    """2014 or 2018 when the first lines of a meta file show that release's format (a Python dict
+    literal or 'categories': 2014; JSON with 'category': 2018); None when they do not tell."""
+    try:
+        with open_binary(path) as f:
+            for _, raw in zip(range(max_lines), f):
+                line = raw.strip()
+                if line.startswith((b"{'", b"{u'")):
+                    return 2014
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict) and ("categories" in obj or "category" in obj):
+                    return 2014 if "categories" in obj else 2018
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
 def _first_wins(items: list[str], cates: list[str]) -> tuple[ItemMeta, int]:
     """ItemMeta with the first line of each asin kept; also the number of dropped duplicates."""
     item = _object_array(items)
@@ -478,6 +579,7 @@ class AmazonSource(RealSource):
     category: str = "Electronics"
     release: int = 2014  # 2014 | 2018
     category_path: str = "last"  # last: categories[-1][-1] (DIN code) | first: categories[0][-1] (DIEN code)
+    max_uncategorised: float = 0.5  # the largest fraction of reviewed items without category; above: an error
 
     dataset_name = "amazon"
 
@@ -491,6 +593,9 @@ class AmazonSource(RealSource):
             raise ConfigError(f"dataset.category_path={self.category_path!r}: expected one of {', '.join(CATEGORY_PATHS)}")
         if not isinstance(self.category, str) or not self.category or "/" in self.category:
             raise ConfigError(f"dataset.category={self.category!r}: expected a category name such as Electronics")
+        m = self.max_uncategorised
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:  # NaN fails too
+            raise ConfigError(f"dataset.max_uncategorised={m!r}: expected a fraction from 0 to 1 (of the reviewed items)")
 
     # ---- file names ---------------------------------------------------------------------------
     def _names(self) -> dict[str, str]:
@@ -498,28 +603,58 @@ class AmazonSource(RealSource):
         reviews = f"reviews_{self.category}_5.json.gz" if self.release == 2014 else f"{self.category}_5.json.gz"
         return {"reviews": reviews, "meta": f"meta_{self.category}.json.gz"}
 
-    def find_inputs(self, raw_dir: Path) -> dict[str, Path] | None:
-        """Each file gzipped or not (the gzipped one preferred); None unless both are there."""
-        found: dict[str, Path] = {}
+    def _present(self, raw_dir: Path) -> dict[str, Path | None]:
+        """role -> the file in ``raw_dir`` (gzipped or not, the gzipped one preferred), or None."""
+        found: dict[str, Path | None] = {}
         for role, name in self._names().items():
             candidates = [raw_dir / name, raw_dir / name.removesuffix(".gz")]
-            path = next((p for p in candidates if p.is_file()), None)
-            if path is None:
-                return None
-            found[role] = path
+            found[role] = next((p for p in candidates if p.is_file()), None)
         return found
 
-    def needed_files(self) -> list[str]:
-        return [f"{name} (or {name.removesuffix('.gz')})" for name in self._names().values()]
+    def find_inputs(self, raw_dir: Path) -> dict[str, Path] | None:
+        """Each file gzipped or not (the gzipped one preferred); None unless both are there."""
+        found = self._present(raw_dir)
+        return None if any(p is None for p in found.values()) else found  # type: ignore[return-value]
 
-    def remote_files(self) -> list[RemoteFile]:
+    def needed_files(self, roles=("reviews", "meta")) -> list[str]:
+        names = self._names()
+        return [f"{names[r]} (or {names[r].removesuffix('.gz')})" for r in roles]
+
+    def remote_files(self, roles=("reviews", "meta")) -> list[RemoteFile]:
         names = self._names()
         if self.release == 2014:
-            return [RemoteFile(n, URL_2014 + n, PAGE_2014) for n in names.values()]
-        return [
-            RemoteFile(names["reviews"], URL_2018_REVIEWS + names["reviews"], PAGE_2018),
-            RemoteFile(names["meta"], URL_2018_META + names["meta"], PAGE_2018),
-        ]
+            urls = {r: URL_2014 for r in names}
+            page = PAGE_2014
+        else:
+            urls, page = {"reviews": URL_2018_REVIEWS, "meta": URL_2018_META}, PAGE_2018
+        return [RemoteFile(names[r], urls[r] + names[r], page) for r in roles]
+
+    def locate(self, data_dir: str | Path, name: str) -> dict[str, Path]:
+        """Find (or download) the two files. When they are not both there: an unknown category is a
+        ConfigError with suggestions; when one of them is there, only the other is asked for (or
+        downloaded), and the message says which one is missing."""
+        raw_dir = self._raw_dir if self._raw_dir is not None else Path(data_dir) / "raw" / name
+        present = self._present(raw_dir)
+        if all(p is not None for p in present.values()):
+            return super().locate(data_dir, name)
+        there = {r: p for r, p in present.items() if p is not None}
+        problem = unknown_category_message(self.category, self.release)
+        if problem is not None:
+            files = "no file of it" if not there else f"only {', '.join(p.name for p in there.values())} of its two files"
+            raise ConfigError(f"{problem} ({files} in {raw_dir})")
+        if not there:
+            return super().locate(data_dir, name)
+        self.dataset_name, self._raw_dir = name, raw_dir
+        missing = [r for r in present if r not in there]
+        names = self._names()
+        absent = "; ".join(
+            [f"the {r} file {names[r]} is not there" for r in missing] + [f"the {r} file {p} is there" for r, p in there.items()]
+        )
+        self._inputs = download.ensure(
+            name, raw_dir, lambda: self.find_inputs(raw_dir), self.needed_files(missing), self.remote_files(missing),
+            self.download, absent=absent,
+        )
+        return self._inputs
 
     # ---- reading ------------------------------------------------------------------------------
     def _read_meta(self, path: Path) -> tuple[list[str], list[str], LineErrors, int]:
@@ -534,10 +669,15 @@ class AmazonSource(RealSource):
             meta_read = pool.submit(self._read_meta, Path(inputs["meta"]))
             events, review_report = read_reviews(Path(inputs["reviews"]), self.on_bad_line)
             items, cates, meta_errors, lines = meta_read.result()
+        if lines == 0:
+            raise DataError(f"{inputs['meta']}: no lines in the meta file (an empty file; expected one item a line); download it again")
         meta, n_dup = _first_wins(items, cates)
         del items, cates
         reviewed = pd.unique(events.item)
-        with_meta = int((pd.Index(meta.item).get_indexer(reviewed) >= 0).sum())
+        pos = pd.Index(meta.item).get_indexer(reviewed)
+        with_meta = int((pos >= 0).sum())
+        with_category = int((meta.cate[pos[pos >= 0]] != "").sum())
+        warning = self._check_categories(inputs, len(reviewed), with_meta, with_category, len(meta.item), lines)
         report = {
             "release": self.release,
             "category_path": self.category_path,
@@ -548,6 +688,53 @@ class AmazonSource(RealSource):
             "meta_items_without_category": int((meta.cate == "").sum()),
             "reviewed_items": len(reviewed),
             "reviewed_items_with_meta": with_meta,
+            "reviewed_items_with_category": with_category,
             "bad_lines": {"reviews": review_report["bad_lines"], "meta": meta_errors.report()},
+            "warnings": [] if warning is None else [warning],
         }
         return events, meta, report
+
+    def _check_categories(self, inputs: dict[str, Path], reviewed: int, with_meta: int, with_category: int,
+                          meta_items: int, meta_lines: int) -> str | None:
+        """None when every reviewed item has a category. Else a one-line account (how many have
+        none, why, which files): a DataError above ``max_uncategorised``, a logged warning (returned
+        for the report) at or below it."""
+        missing = reviewed - with_category
+        if missing == 0:
+            return None
+        frac = missing / reviewed
+        pct = "<1%" if frac < 0.01 else ">99%" if 0.99 < frac < 1 else f"{frac:.0%}"
+        no_line, no_cate = reviewed - with_meta, with_meta - with_category
+        has = lambda n: "has" if n == 1 else "have"  # noqa: E731
+        detail = [f"{n:,} {has(n)} {what}" for n, what in ((no_line, "no line in the meta file"), (no_cate, "a line without a category")) if n]
+        counts = f"{missing:,} of {reviewed:,} reviewed items ({pct}) have no category ({', '.join(detail)})"
+        causes = []
+        if meta_items == 0:
+            causes.append(f"all {meta_lines:,} meta lines were skipped as malformed")
+        elif with_meta == 0:
+            causes.append(f"none of the {reviewed:,} reviewed items is in the meta file: it is probably of another "
+                          "category or release than the reviews")
+        elif with_meta * 2 < reviewed:
+            causes.append(f"only {with_meta:,} of the {reviewed:,} reviewed items are in the meta file: it may be of "
+                          "another category or release, or cut short")
+        elif no_cate * 2 > with_meta:
+            field = "'categories'" if self.release == 2014 else "'category'"
+            which = "no meta line of a reviewed item has" if with_category == 0 else "most meta lines of reviewed items have no"
+            causes.append(f"{which} category (a non-empty {field} field)")
+        looks = sniff_meta_release(Path(inputs["meta"]))
+        if looks is not None and looks != self.release:
+            causes.append(
+                f"the meta file looks like a {looks}-release one ({META_FORMATS[looks]}), not a {self.release}-release "
+                f"one ({META_FORMATS[self.release]}): use the {self.release} release's {self._names()['meta']}, or set "
+                f"dataset.release={looks} with that release's reviews"
+            )
+        files = f"reviews {inputs['reviews']}, meta {inputs['meta']}"
+        why = f": {'; '.join(causes)}" if causes else ""
+        if frac > self.max_uncategorised:
+            raise DataError(
+                f"{counts}, more than dataset.max_uncategorised={self.max_uncategorised:g}{why} ({files}); fix the "
+                "files, or raise dataset.max_uncategorised to build with these items in the unknown category 0"
+            )
+        message = f"{counts}; they get the unknown category 0{why} ({files})"
+        log.warning(message)
+        return message
