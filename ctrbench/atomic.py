@@ -7,13 +7,18 @@ power cut cannot leave a renamed but empty file either. When the write fails (an
 disk, no permission, a vanished folder) becomes a ``WriteFailed`` whose one-line message names the
 target and the reason. Only a ``SIGKILL`` (or a power cut) during the write can leave a temporary
 ``.<name>.<random>.tmp`` beside the target; it is never read and can be deleted.
+
+The temporary file (and the temporary folder of ``make_temp_dir``) is created with the permissions
+a plain ``open()`` (``mkdir()``) gives: 0o666 (0o777) less the process's umask, and the folder's
+default ACL where it has one. ``tempfile.mkstemp`` / ``mkdtemp`` would make every result private
+(0o600 / 0o700), whatever the umask: results are meant to be shared.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +66,39 @@ def write_failed(path: Path, e: OSError) -> WriteFailed:
     return WriteFailed(f"cannot write '{path}': {reason}{f' [{code}]' if code else ''}; {kept}{hint}", e.errno, path)
 
 
+def _temp_name(folder: Path, prefix: str, suffix: str) -> Path:
+    return folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+
+
+def _new_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file ``<prefix><random><suffix>`` in ``folder`` (``O_EXCL``, like
+    ``mkstemp``), with mode 0o666 for the kernel to reduce by the umask, as ``open()`` does."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = _temp_name(folder, prefix, suffix)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(folder))
+
+
+def make_temp_dir(folder: str | Path, prefix: str) -> Path:
+    """Create a new empty folder ``<prefix><random>`` in ``folder`` (like ``mkdtemp``), with mode
+    0o777 for the kernel to reduce by the umask, as ``mkdir()`` does. OSErrors pass through."""
+    folder = Path(folder)
+    for _ in range(100):
+        tmp = _temp_name(folder, prefix, "")
+        try:
+            os.mkdir(tmp, 0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(folder))
+
+
 @contextmanager
 def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds,
@@ -68,8 +106,7 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        tmp = _new_temp_file(path.parent, f".{path.name}.", ".tmp")
     except OSError as e:
         raise write_failed(path, e) from e
     try:

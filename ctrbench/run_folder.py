@@ -109,20 +109,23 @@ def _is_ours(owner: dict) -> bool:
     )
 
 
+# How long a resume waits for another one taking the same folder over (CTRBENCH_LOCK_TIMEOUT
+# overrides it): the lock is held only while the marker is checked and rewritten.
+FOLDER_LOCK_TIMEOUT_S = 60.0
+
+
 @contextlib.contextmanager
 def _folder_lock(folder: Path):
-    """An exclusive ``flock`` on ``<folder>/.ctrbench-run.lock`` (no lock where there is no fcntl)."""
-    try:
-        import fcntl
-    except ImportError:
+    """An exclusive lock on ``<folder>/.ctrbench-run.lock`` (``filelock``: ``flock`` on POSIX, a
+    Windows lock elsewhere); a process that waits longer than ``CTRBENCH_LOCK_TIMEOUT`` seconds
+    (default 60) stops with a one-line error naming the holder (``ctrbench.locks.held_lock``)."""
+    from ctrbench.locks import held_lock
+
+    with held_lock(
+        folder / (MARKER + ".lock"), f"the run folder '{folder}'", FOLDER_LOCK_TIMEOUT_S,
+        why="it is taking this run folder over to resume the run", unwritable="choose another hydra.run.dir",
+    ):
         yield
-        return
-    with open(folder / (MARKER + ".lock"), "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def claim_run_folder(path: str | Path, resume: bool = False) -> None:

@@ -133,6 +133,44 @@ def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, data_dir
     assert resumed["resumed_at_steps"] == [status["checkpoint_step"]]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("closed", ["stdout", "stdout+stderr"])
+def test_ctrl_c_with_a_closed_stdout_still_saves_and_exits_130(tmp_path, data_dir, closed):
+    """`ctrbench train | tee log` (or `2>&1 | tee log`), then Ctrl-C: the terminal's SIGINT ends tee
+    too, so the progress bar's last drawing (and any message) goes to a closed pipe. That ended the
+    process (rich's SystemExit(1) on the broken pipe) with status.json still "running" and no
+    metrics.json; the interrupt is handled all the same now."""
+    run = tmp_path / "ctrl-c-piped"
+    many = [*RUN, "trainer.max_steps=400", "trainer.max_epochs=40", "trainer.eval_every=100", "trainer.progress=true"]
+    env = {**os.environ, "CTRBENCH_DATA_DIR": str(data_dir)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "ctrbench", "train", *many, f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.stdout.close()  # tee has gone: the pipe has no reader
+        if closed == "stdout+stderr":
+            proc.stderr.close()
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read() if closed == "stdout" else ""
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, err)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and 0 < metrics["checkpoint_step"] < 400
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    assert checkpoint.load(run / "last.pt")["progress"]["step"] == metrics["checkpoint_step"]
+    if closed == "stdout":  # the terminal still shows where the state is and how to resume
+        assert "Traceback" not in err and f"saved in {run / 'last.pt'}" in err
+        assert f"resume with: {metrics['resume_command']}" in err
+
+
 # ---- in process: the full state round trip, quickly --------------------------------------------
 @pytest.mark.parametrize("overrides", [[], DIEN], ids=["din", "dien-dropout-dice"])
 def test_interrupt_then_resume_in_process(tmp_path, data_dir, overrides):

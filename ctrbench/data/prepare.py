@@ -107,21 +107,24 @@ def prepare(dataset_cfg: DictConfig, data_dir: str | Path, force: bool = False, 
         return _build(dataset_cfg, source, content, target, force), True
 
 
+# How long a process waits for another one's build of the same dataset (CTRBENCH_LOCK_TIMEOUT
+# overrides it): a real dataset's build takes minutes.
+DATASET_LOCK_TIMEOUT_S = 3600.0
+
+
 @contextlib.contextmanager
 def dataset_lock(target: Path):
-    """An exclusive lock on ``<target>.lock`` (POSIX ``flock``; released when the process dies)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock (the atomic rename still keeps the folder whole)
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock on ``.<name>.lock`` beside the dataset folder (``filelock``; released when
+    the process dies), held while the dataset is built. A process that finds it held says by whom
+    and waits (``ctrbench.locks.held_lock``), at most ``CTRBENCH_LOCK_TIMEOUT`` seconds (default one
+    hour), then stops with a one-line error naming the holder."""
+    from ctrbench.locks import held_lock
+
+    with held_lock(
+        target.parent / f".{target.name}.lock", f"the processed dataset '{target}'", DATASET_LOCK_TIMEOUT_S,
+        why="it is building this dataset", unwritable="paths.data_dir must be a writable folder",
+    ):
+        yield
 
 
 def _build(dataset_cfg: DictConfig, source, content: dict, target: Path, force: bool) -> Path:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import ctrbench
-from ctrbench.atomic import atomic_write_text, fsync_dir, fsync_file, write_failed
+from ctrbench.atomic import atomic_write_text, fsync_dir, fsync_file, make_temp_dir, write_failed
 from ctrbench.checksums import file_digest
 from ctrbench.data.schema import SPLITS, ProcessedDataset, Samples, Streams, Vocab
 from ctrbench.errors import CorruptFile, DataError, WriteFailed
@@ -63,8 +62,11 @@ def write(
     extra: dict,
 ) -> Path:
     """Write a processed dataset atomically to ``target``; returns ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(target.parent, f".{target.name}.tmp-")  # 0o777 less the umask, as mkdir gives
+    except OSError as e:
+        raise write_failed(target, e) from e
     try:
         users = np.repeat(np.arange(len(streams.offsets) - 1, dtype=np.int64), streams.lengths())
         files = {
