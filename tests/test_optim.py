@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -21,6 +22,39 @@ def test_dense_parameters_follow_torch_adam():
             o.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_dense_parameters_are_bit_identical_to_torch_adam(weight_decay):
+    """The dense parameters of a model with a lazy table beside them (in the same parameter group):
+    torch's own Adam, bit for bit, and the same state (moments and step) as ``torch.optim.Adam``
+    keeps. The reference model's table gets a LazyAdam of its own, so both models see the same rows."""
+
+    def model():
+        return nn.ModuleDict({"emb": nn.Embedding(12, 4), "mlp": nn.Sequential(nn.Linear(4, 16), nn.PReLU(), nn.Linear(16, 1))})
+
+    torch.manual_seed(0)
+    a, b = model(), model()
+    b.load_state_dict(a.state_dict())
+    LazyAdam.mark_lazy(a)
+    LazyAdam.mark_lazy(b)
+    oa = torch.optim.Adam(a["mlp"].parameters(), lr=0.01, weight_decay=weight_decay)
+    oa_emb = LazyAdam(a["emb"].parameters(), lr=0.01, weight_decay=weight_decay)
+    ob = LazyAdam(b.parameters(), lr=0.01, weight_decay=weight_decay)
+    for _ in range(30):
+        ids, target = torch.randint(0, 12, (16,)), torch.randn(16, 1)
+        for m, opts in ((a, (oa, oa_emb)), (b, (ob,))):
+            for o in opts:
+                o.zero_grad()
+            (m["mlp"](m["emb"](ids)) - target).pow(2).mean().backward()
+            for o in opts:
+                o.step()
+    for pa, pb in zip(a["mlp"].parameters(), b["mlp"].parameters()):
+        assert torch.equal(pa, pb), (pa - pb).abs().max()
+        sa, sb = oa.state[pa], ob.state[pb]
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+        assert float(sa["step"]) == float(sb["step"]) == 30
+    assert torch.equal(a["emb"].weight, b["emb"].weight) and float(ob.state[b["emb"].weight]["step"]) == 30
 
 
 def test_embedding_rows_outside_the_batch_do_not_move_and_rows_inside_follow_the_formula():

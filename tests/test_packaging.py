@@ -44,3 +44,40 @@ def test_wheel_ships_and_finds_the_configs(tmp_path):
         cwd=cwd, env=env, check=True, capture_output=True, text=True,
     ).stdout
     assert "row_name: din_dice" in out and "DIENProtocol" in out
+
+
+def test_every_package_ctrbench_imports_is_declared():
+    """Each third-party package that ctrbench's code imports is a dependency (or, for the optional
+    features, in an extra) of pyproject.toml, not only there because something else pulls it in."""
+    import ast
+    import importlib.metadata
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {norm(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in requirements}
+    distributions = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for path in sorted((ROOT / "ctrbench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("ctrbench", "__future__"):
+                    continue
+                if top == "hydra_plugins":  # namespace package of the launcher / sweeper plugins (extras)
+                    continue
+                dists = {norm(d) for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    undeclared.setdefault(top, str(path.relative_to(ROOT)))
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

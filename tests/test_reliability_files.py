@@ -323,6 +323,72 @@ def test_checkpoint_without_sidecar_loads_and_garbage_is_named(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
+# ---- checkpoints are plain data: a planted object is refused, never built -----------------------
+
+class Planted:
+    """An object that, when unpickled, writes ``marker`` (what a malicious checkpoint could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"import pathlib; pathlib.Path({str(self.marker)!r}).write_text('ran')",))
+
+
+def plant(ckpt: Path, marker: Path) -> None:
+    """Add a ``Planted`` object to the checkpoint ``ckpt`` and rewrite its sidecar to match (as
+    whoever hands the file over can)."""
+    import hashlib
+
+    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else {"step": 1}
+    state["note"] = Planted(marker)
+    torch.save(state, ckpt)
+    checkpoint.sidecar(ckpt).write_text(f"{hashlib.sha256(ckpt.read_bytes()).hexdigest()}  {ckpt.name}\n")
+    assert checkpoint.verify(ckpt)  # the checksum is satisfied: only the content gives it away
+
+
+def test_a_checkpoint_with_a_planted_object_is_refused_unexecuted(tmp_path):
+    ckpt, marker = tmp_path / "best.pt", tmp_path / "MARKER"
+    checkpoint.save(ckpt, {"model": {"w": torch.randn(4, 2)}, "step": 3, "rng": checkpoint.rng_state()})
+    plant(ckpt, marker)
+    with pytest.raises(DataError) as info:
+        checkpoint.load(ckpt)
+    assert not marker.exists()
+    msg = str(info.value)
+    assert type(info.value).__name__ == "UnsafeCheckpoint" and len(msg.splitlines()) == 1, msg
+    assert info.value.found.split(".")[-1] == "exec", info.value.found  # torch names it exec (or builtins.exec)
+    assert f"checkpoint '{ckpt}' holds a pickled object ({info.value.found})" in msg and "refused" in msg, msg
+
+
+def test_a_checkpoints_state_is_plain_data(tmp_path):
+    """What ctrbench writes (the RNG states included) loads with ``weights_only=True`` and no
+    allow-list, and restores the RNG streams exactly."""
+    import random
+
+    ckpt = tmp_path / "last.pt"
+    checkpoint.save(ckpt, {"rng": checkpoint.rng_state(), "best": {"score": np.float64(0.5)}, "history": [{"auc": np.float32(0.25)}]})
+    drawn = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+    state = torch.load(ckpt, weights_only=True)
+    assert state["best"]["score"] == 0.5 and type(state["best"]["score"]) is float and state["history"] == [{"auc": 0.25}]
+    checkpoint.set_rng_state(checkpoint.load(ckpt)["rng"])
+    assert (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == drawn
+
+
+def test_a_checkpoint_of_the_earlier_format_still_loads(tmp_path):
+    """Checkpoints written before the RNG state was plain data hold numpy's legacy state tuple (an
+    ndarray key): a plain numpy array is the one thing besides plain data that loads."""
+    import random
+
+    ckpt = tmp_path / "last.pt"
+    old_rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    torch.save({"rng": old_rng, "step": 4}, ckpt)
+    drawn = np.random.rand(3).tolist()
+    state = checkpoint.load(ckpt)
+    assert state["step"] == 4 and isinstance(state["rng"]["numpy"][1], np.ndarray)
+    checkpoint.set_rng_state(state["rng"])
+    assert np.random.rand(3).tolist() == drawn
+
+
 # ---- every writer goes through a temporary name --------------------------------------------------
 
 def _written_target(call: ast.Call) -> ast.AST | None:

@@ -10,12 +10,25 @@ renamed into place, the sidecar is rewritten to accept both the old and the new 
 rename, it is rewritten with the new one alone. A kill at any moment therefore leaves a checkpoint
 that its sidecar accepts (old or new, never a mix). A checkpoint without a sidecar (written by an
 older ctrbench) loads unverified.
+
+**Plain data only.** A checkpoint holds tensors, numbers, strings, None and lists, tuples and dicts
+of them (the RNG states too: numpy's as a dict with its key as a list), and ``load`` reads it with
+``torch.load(weights_only=True)``, which builds nothing else: a file that carries any other pickled
+object (a class, a function such as ``os.system``) is refused, unexecuted, with an
+``UnsafeCheckpoint`` naming the file and the object. The checksum cannot stand in for this: it shows
+that the file is the one that was written, not who wrote it. The one exception is a plain numpy
+array (numpy's ``_reconstruct``, ``ndarray``, ``dtype`` and its uint32 class are allowed), which
+checkpoints written before this format hold as numpy's RNG key, so that those runs can still be
+resumed and evaluated.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -29,14 +42,51 @@ from ctrbench.errors import CorruptFile, DataError
 ALGORITHM = "sha256"
 
 
+class UnsafeCheckpoint(DataError):
+    """A checkpoint that holds more than plain data (a pickled object or function): refused without
+    building it. ``path`` is the file, ``found`` what was refused."""
+
+    def __init__(self, message: str, path=None, found: str | None = None) -> None:
+        super().__init__(message)
+        self.path, self.found = path, found
+
+
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The python, numpy and torch RNG states, as plain data (numpy's key as a list of ints)."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"] = {**np_state["state"], "key": np_state["state"]["key"].tolist()}
+    return {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` returned (or, from an older checkpoint, numpy's legacy tuple)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np_state = state["numpy"]
+    if isinstance(np_state, dict):
+        np_state = {**np_state, "state": {**np_state["state"], "key": np.asarray(np_state["state"]["key"], dtype=np.uint32)}}
+    np.random.set_state(np_state)
     torch.set_rng_state(state["torch"])
+
+
+def _plain(x):
+    """``x`` with numpy scalars and arrays turned into Python numbers and lists, so that a checkpoint is
+    plain data that ``load`` reads; a container with none of them is returned as it is (a state dict
+    keeps its ``_metadata``)."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, dict):
+        new = {k: _plain(v) for k, v in x.items()}
+        if all(new[k] is v for k, v in x.items()):
+            return x
+        out = copy.copy(x)
+        out.update(new)
+        return out
+    if type(x) in (list, tuple):
+        new = [_plain(v) for v in x]
+        return x if all(a is b for a, b in zip(new, x)) else type(x)(new)
+    return x
 
 
 def sidecar(path: str | Path) -> Path:
@@ -80,7 +130,7 @@ def save(path: str | Path, payload: dict) -> None:
     path = Path(path)
     side = sidecar(path)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save(_plain(payload), tmp)
         new = file_digest(tmp, ALGORITHM)
         old: list[str] = []
         if path.exists():
@@ -118,15 +168,56 @@ def _unreadable(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and any(s in str(e) for s in ("zip archive", "PytorchStreamReader", "invalid header"))
 
 
+def _numpy_array_globals() -> list:
+    """The globals of a plain numpy array, allowed so that checkpoints written before the RNG state was
+    plain data load (numpy's RNG key); under both of the reconstructor's names (numpy 1 and 2) where
+    torch accepts a name beside the object (2.6 and later)."""
+    core = getattr(np, "_core", None) or np.core
+    rebuild = core.multiarray._reconstruct
+    allowed: list = [rebuild, np.ndarray, np.dtype, type(np.dtype(np.uint32))]  # the last: numpy.dtypes.UInt32DType
+    if torch.torch_version.TorchVersion(torch.__version__) >= "2.6":
+        allowed += [(rebuild, f"numpy.{name}.multiarray._reconstruct") for name in ("core", "_core")]
+    return allowed
+
+
+def _allowing_numpy_arrays():
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch 2.5 and later
+    return safe_globals(_numpy_array_globals()) if safe_globals else contextlib.nullcontext()
+
+
+def _refused(e: BaseException) -> str | None:
+    """What ``torch.load(weights_only=True)`` refused to build, when ``e`` is such a refusal: the
+    global it names (``posix.system``), or the unpickler's own reason; None otherwise."""
+    text = str(e)
+    if not isinstance(e, pickle.UnpicklingError) or "Weights only load failed" not in text:
+        return None
+    found = re.search(r"\bGLOBAL (\S+)", text) or re.search(r"Can only build .* but got <class '([^']+)'>", text)
+    if found:
+        return found.group(1)
+    reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    return reason.group(1).strip()[:200] if reason else "something other than plain data"
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Verify ``path`` against its checksum, then ``torch.load`` it."""
+    """Verify ``path`` against its checksum, then read it with ``torch.load(weights_only=True)``:
+    plain data only (see the module docstring), anything else is an ``UnsafeCheckpoint``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint '{path}' does not exist")
     verified = verify(path) is not None
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many kinds; only unreadable bytes are turned into CorruptFile
+        with _allowing_numpy_arrays():
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds; only refused objects and unreadable bytes become one-line errors
+        found = _refused(e)
+        if found is not None:
+            raise UnsafeCheckpoint(
+                f"checkpoint '{path}' holds a pickled object ({found}), not plain checkpoint data (tensors, numbers, strings, "
+                f"lists, dicts): refused without loading it, since unpickling it could run code"
+                f"{' (its checksum matches, but that only shows the file is unchanged since it was written)' if verified else ''}; "
+                f"use a checkpoint written by ctrbench, or train again",
+                path=path, found=found,
+            ) from None
         if not _unreadable(e):
             raise
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

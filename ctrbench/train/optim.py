@@ -10,7 +10,8 @@ updates only the rows that occur in the batch, with the usual Adam formulas appl
 
 with t the global step. Its cost per step is proportional to the batch's distinct ids instead of
 the table sizes, which is most of the optimizer's time on CPU with large vocabularies. Every other
-parameter (the MLPs, attention, activations) gets plain Adam, identical to ``torch.optim.Adam``.
+parameter (the MLPs, attention, activations) gets plain Adam: torch's own (``torch.optim.adam.adam``, what
+``torch.optim.Adam`` runs), so those parameters follow ``torch.optim.Adam`` bit for bit.
 
 Which parameters are lazy: every ``nn.Embedding`` weight of the model, whose module the trainer
 switches to sparse gradients (``sparse_embeddings``). A dense gradient on such a table (a
@@ -20,11 +21,11 @@ rows with a non-zero gradient are the batch's rows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -61,6 +62,7 @@ class LazyAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            dense: tuple[list, list, list, list, list] = ([], [], [], [], [])  # params, grads, exp_avgs, exp_avg_sqs, steps
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -69,32 +71,34 @@ class LazyAdam(torch.optim.Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.float64)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                g = p.grad
+                if not (g.is_sparse or getattr(p, "_lazy_rows", False)):
+                    for lst, x in zip(dense, (p, g, m, v, state["step"])):
+                        lst.append(x)
+                    continue
                 state["step"] += 1
                 t = float(state["step"])
                 bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
                 step_size = lr / bc1
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                g = p.grad
-                if g.is_sparse or getattr(p, "_lazy_rows", False):
-                    rows, vals = _rows_of(g)
-                    if rows.numel() == 0:
-                        continue
-                    w = p[rows]
-                    if wd:
-                        vals = vals + wd * w
-                    m_r = m[rows].mul_(b1).add_(vals, alpha=1 - b1)
-                    v_r = v[rows].mul_(b2).addcmul_(vals, vals, value=1 - b2)
-                    m[rows] = m_r
-                    v[rows] = v_r
-                    denom = (v_r / bc2).sqrt_().add_(eps)
-                    p[rows] = w.addcdiv_(m_r, denom, value=-step_size)
-                else:
-                    if wd:
-                        g = g.add(p, alpha=wd)
-                    m.mul_(b1).add_(g, alpha=1 - b1)
-                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
-                    p.addcdiv_(m, denom, value=-step_size)
+                rows, vals = _rows_of(g)
+                if rows.numel() == 0:
+                    continue
+                w = p[rows]
+                if wd:
+                    vals = vals + wd * w
+                m_r = m[rows].mul_(b1).add_(vals, alpha=1 - b1)
+                v_r = v[rows].mul_(b2).addcmul_(vals, vals, value=1 - b2)
+                m[rows] = m_r
+                v[rows] = v_r
+                denom = (v_r / bc2).sqrt_().add_(eps)
+                p[rows] = w.addcdiv_(m_r, denom, value=-step_size)
+            if dense[0]:  # every other parameter: torch's own Adam (it advances the steps), as torch.optim.Adam runs it
+                params, grads, exp_avgs, exp_avg_sqs, steps = dense
+                adam(
+                    params, grads, exp_avgs, exp_avg_sqs, [], steps,
+                    amsgrad=False, beta1=b1, beta2=b2, lr=lr, weight_decay=wd, eps=eps, maximize=False,
+                )
         return loss
 
 
