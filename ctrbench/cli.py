@@ -15,12 +15,14 @@ others: each failure is one line, and the sweep exits with status 1 when any job
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from ctrbench.errors import UserError
+from ctrbench.streams import flush_quietly, say, tolerate_closed_stdout
 
 COMMANDS: dict[str, str] = {
     "train": "train a model (prepares the dataset on demand), select it on validation, score the test split",
@@ -172,6 +174,22 @@ def check_group_choices(args: list[str]) -> None:
                 raise UserError(f"unknown {group} {v!r}: expected one of {', '.join(groups[group])}")
 
 
+def _add_override(args: list[str], override: str) -> list[str]:
+    """``args`` with ``override`` put beside the other overrides (before the first of them), so
+    that flags after them (``--cfg job``) still parse: Hydra's argparse takes the overrides as
+    one run of positional words."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in FLAGS_WITH_VALUE or (a in ("--info", "-i") and i + 1 < len(args) and args[i + 1] in INFO_VALUES):
+            i += 2
+            continue
+        if not a.startswith("-"):
+            return [*args[:i], override, *args[i:]]
+        i += 1
+    return [*args, override]
+
+
 def _is_multirun(args: list[str]) -> bool:
     return any(a in ("-m", "--multirun") for a in args)
 
@@ -179,14 +197,25 @@ def _is_multirun(args: list[str]) -> bool:
 def _run_hydra(command: str, task: Callable, args: list[str]) -> None:
     import hydra
 
+    from ctrbench import output_folders
+
+    # an output folder Hydra cannot write is one line (exit 2) before Hydra writes into it
+    args = _add_override(args, output_folders.OVERRIDE)
     multirun = command == "train" and _is_multirun(args)
     if multirun:
         from ctrbench.sweep import CALLBACK_OVERRIDE
 
         args = [*args, CALLBACK_OVERRIDE]
-    sys.argv = [f"ctrbench-{command}", *args]
-    app = hydra.main(config_path=str(conf_dir()), config_name=command, version_base="1.3")(_guarded(command, task))
-    app()
+    # a multirun of train: its jobs side by side on the cores (or GPUs), unless a launcher is chosen
+    # (ctrbench.sweep_plan); the plan, progress and summary lines come from the sweep callback
+    from contextlib import nullcontext
+
+    from ctrbench.sweep_plan import planned_sweep
+
+    with planned_sweep(args) if multirun else nullcontext(args) as args:
+        sys.argv = [f"ctrbench-{command}", *args]
+        app = hydra.main(config_path=str(conf_dir()), config_name=command, version_base="1.3")(_guarded(command, task))
+        app()
     if multirun:
         from ctrbench.sweep import take_last_sweep
 
@@ -222,6 +251,11 @@ def _guarded(command: str, task: Callable) -> Callable:
         except KeyboardInterrupt as e:
             _fail(command, str(e) or "interrupted", code=130, prefix="" if str(e) else "error: ")
         except Exception as e:
+            denied = _access_error(e)  # a write not yet turned into a WriteFailed: still one line
+            if denied is not None:
+                if _in_multirun_job(command):
+                    return _job_failed(command, denied)
+                _fail(command, denied)
             if not _in_multirun_job(command):
                 raise
             import logging
@@ -232,6 +266,21 @@ def _guarded(command: str, task: Callable) -> Callable:
     wrapper.__name__ = command
     wrapper.__module__ = __name__
     return wrapper
+
+
+# OSErrors that say a file or folder cannot be written (or read) as asked: the user's to fix
+_ACCESS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _access_error(e: BaseException) -> str | None:
+    """The one-line message for an OSError on a named file that is the user's to fix (no
+    permission, a read-only file system, a full disk), else None."""
+    if not isinstance(e, OSError) or e.errno not in _ACCESS_ERRNOS or not e.filename:
+        return None
+    code = errno.errorcode.get(e.errno, "")
+    writing = e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+    return (f"cannot {'write' if writing else 'use'} '{e.filename}': {e.strerror or e} [{code}]; expected a "
+            f"{'writable location' if writing else 'file or folder this user may read and write'}")
 
 
 def _in_multirun_job(command: str) -> bool:
@@ -258,14 +307,14 @@ def _job_failed(command: str, message: str) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     record_job_failure(run_dir, message)
     first = message.splitlines()[0] if message else "failed"
-    sys.stderr.write(f"ctrbench {command}: error: job {HydraConfig.get().job.num} ({run_dir}) failed: {first}\n")
-    sys.stderr.flush()
+    say(f"ctrbench {command}: error: job {HydraConfig.get().job.num} ({run_dir}) failed: {first}\n")
     return None
 
 
 def _fail(command: str, message: str, code: int = 2, prefix: str = "error: ") -> None:
-    sys.stderr.write(f"ctrbench {command}: {prefix}{message}\n")
-    sys.stderr.flush()
+    """Print the error (a closed stderr is not a second error) and exit with ``code``."""
+    say(f"ctrbench {command}: {prefix}{message}\n")
+    flush_quietly()  # a closed stdout must not turn the exit status into 120 at the interpreter's exit
     raise SystemExit(code)
 
 
@@ -358,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
+    tolerate_closed_stdout()  # `ctrbench train | tee log` and Ctrl-C (tee gone too): the run still saves and stops cleanly
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "140"  # rich tables and logs unwrapped when piped or logged
     if command not in COMMANDS:
@@ -377,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run_hydra(command, getattr(commands, f"run_{command}"), rest)
     except KeyboardInterrupt:  # outside a task (while Hydra composes or launches)
-        sys.stderr.write(f"ctrbench {command}: error: interrupted\n")
+        say(f"ctrbench {command}: error: interrupted\n")
+        flush_quietly()
         return 130
     if command == "train":
         from ctrbench.train.distributed import env_world

@@ -69,9 +69,11 @@ def run_train(cfg: DictConfig) -> float:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer.setup()
     verb = "resuming" if trainer.plan == "resume" else "training"
+    from ctrbench.train.loop import threads_used
+
     log.info(
         f"{verb} {cfg.model.name} on {cfg.dataset.name}: {len(trainer.train_batches.user):,} training samples, "
-        f"{trainer.total_steps:,} steps of {cfg.trainer.batch_size} on {trainer.device}; run folder {run_dir}"
+        f"{trainer.total_steps:,} steps of {cfg.trainer.batch_size} on {trainer.device} with {threads_used()}; run folder {run_dir}"
     )
     metrics = trainer.fit()
     if main_rank:

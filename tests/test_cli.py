@@ -82,6 +82,25 @@ def test_evaluate_rejects_a_bad_batch_size(trained, work):
         assert proc.returncode == 2 and "batch_size=" in proc.stderr and "expected an integer >= 1 or null" in proc.stderr, proc.stderr
 
 
+def test_evaluate_refuses_a_best_pt_with_a_planted_object(trained, work, tmp_path):
+    """A run folder handed over with an object planted in best.pt (and its checksum rewritten to
+    match): one line naming the file, exit 2, and the object never built."""
+    import shutil
+
+    from test_reliability_files import plant
+
+    run, marker = tmp_path / "handed_over", tmp_path / "MARKER"
+    shutil.copytree(trained, run)
+    (run / "eval_test.json").unlink(missing_ok=True)  # from test_evaluate_rescoring_matches_the_run
+    plant(run / "best.pt", marker)
+    proc = ctrbench("evaluate", str(run), "split=test", cwd=work, check=False)
+    assert not marker.exists(), "the planted object ran"
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, (proc.returncode, proc.stdout, err)
+    assert f"checkpoint '{run / 'best.pt'}' holds a pickled object" in err and "refused" in err, err
+    assert not (run / "eval_test.json").exists()
+
+
 def test_cfg_job_prints_the_composed_config(work):
     out = ctrbench("train", "model=base", "trainer.batch_size=32", "--cfg", "job", cwd=work).stdout
     assert "batch_size: 32" in out and "embedding_mlp.BaseModel" in out

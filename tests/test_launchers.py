@@ -32,3 +32,23 @@ def test_optuna_preset_maximises_validation_gauc(tmp_path):
     valid = [json.loads(p.read_text())["valid_best"]["gauc"] for p in (tmp_path / "outputs" / "o").glob("*/metrics.json")]
     assert len(valid) == 2 and result["best_value"] == pytest.approx(max(valid))
     assert set(result["best_params"]) == {"optim.lr", "model.embedding_dim", "trainer.batch_size", "model.attention_softmax"}
+
+
+def test_optuna_preset_keeps_its_study_in_a_sqlite_storage(tmp_path):
+    """``hydra.sweeper.storage=sqlite:///...``: the trials are recorded in the database. (With the
+    sweeper's optuna 2.x this needs SQLAlchemy < 2, which the optuna and dev extras pin; under
+    SQLAlchemy 2 optuna's storage fails before the first trial.)"""
+    import sqlite3
+
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is not installed (pip install 'ctrbench[optuna]')")
+    db = tmp_path / "study.db"
+    ctrbench("train", "-m", "+hparams_search=din_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}", *FAST,
+             "hydra.sweep.dir=outputs/s", cwd=tmp_path)
+    valid = sorted(json.loads(p.read_text())["valid_best"]["gauc"] for p in (tmp_path / "outputs" / "s").glob("*/metrics.json"))
+    with sqlite3.connect(db) as con:
+        studies = [r[0] for r in con.execute("SELECT study_name FROM studies")]
+        recorded = sorted(r[0] for r in con.execute(
+            "SELECT v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'"))
+    con.close()
+    assert studies == ["din_optuna"] and len(valid) == 2
+    assert recorded == pytest.approx(valid)

@@ -37,7 +37,6 @@ import random
 import resource
 import shlex
 import signal
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -59,9 +58,10 @@ from ctrbench.memory_budget import check_memory_budget
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.runtime import tune_malloc
+from ctrbench.streams import say
 from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint, resume
-from ctrbench.train import distributed
+from ctrbench.train import distributed, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.regularizers import Regularizer
@@ -77,19 +77,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# torch's thread count before ctrbench first set one (its default: the physical cores, or
+# OMP_NUM_THREADS), and how the last resolve_device chose the threads (metrics.json: threads_choice)
+_TORCH_DEFAULT_THREADS: int | None = None
+_THREADS_CHOICE = "torch's default"
+
+
+def threads_choice() -> str:
+    """How torch's thread count was chosen: ``auto: 1.9 of 2 cores idle``, ``set: device.threads=2``,
+    ``sweep: 2 jobs side by side on 2 cores`` (ctrbench.cores.choose_threads)."""
+    return _THREADS_CHOICE
+
+
+def threads_used() -> str:
+    """``2 threads (auto: 1.9 of 2 cores idle)``: for the line that starts a run."""
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n != 1 else ''} ({_THREADS_CHOICE})"
+
+
 def resolve_device(device_cfg: DictConfig) -> torch.device:
+    """The torch device of ``device`` (``device.index``: that GPU; in a GPU sweep, the GPU this job's
+    worker claimed), after setting torch's CPU threads: ``device.threads``, or with 0 the idle cores
+    (ctrbench.cores; a planned sweep's jobs get their share of the cores, ctrbench.sweep_plan)."""
+    global _TORCH_DEFAULT_THREADS, _THREADS_CHOICE
+    from ctrbench.cores import choose_threads
+    from ctrbench.sweep_plan import job_gpu, job_plan
+
     kind = device_cfg.type
-    threads = int(device_cfg.get("threads", 0) or 0)
-    if threads > 0:
+    if _TORCH_DEFAULT_THREADS is None:
+        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
+    threads, _THREADS_CHOICE = choose_threads(int(device_cfg.get("threads", 0) or 0), _TORCH_DEFAULT_THREADS, sweep=job_plan())
+    if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     if device_cfg.get("tune_malloc", True):
         tune_malloc()
     if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        kind = "cuda"
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda was asked for, but torch sees no CUDA device (use device=cpu or device=auto)")
-        return torch.device("cuda")
+        index = device_cfg.get("index")
+        if index is None:
+            index = job_gpu()
+        if index is None:
+            return torch.device("cuda")
+        n = torch.cuda.device_count()
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+            raise ConfigError(f"device.index={index!r} is invalid: torch sees {n} CUDA device{'s' if n != 1 else ''} (0 to {n - 1})")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if kind == "cpu":
         return torch.device("cpu")
     raise ConfigError(f"unknown device.type {kind!r}: expected cpu, cuda or auto")
@@ -319,6 +357,10 @@ class Trainer:
             check_compile_available(self.device)
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
+        # row-wise embedding gradients where they give the same updates (plain SGD): sparse_grads.py
+        self.sparse_embeddings = sparse_grads.resolve(t.get("sparse_embeddings", "auto"), self.optimizer, self.dist.enabled, self.compiled)
+        if self.sparse_embeddings:
+            sparse_grads.use_row_gradients(self.model)
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
@@ -403,9 +445,11 @@ class Trainer:
         else:
             loss.backward()
         if self.faults and self.faults.get("nan_grad_at_step") == step:  # testing hook
-            next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("nan"))
+            g = next(p for p in self.model.parameters() if p.grad is not None).grad
+            (g._values() if g.is_sparse else g).fill_(float("nan"))
         if self.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            clip = sparse_grads.clip_grad_norm_ if self.sparse_embeddings else torch.nn.utils.clip_grad_norm_
+            norm = clip(self.model.parameters(), self.grad_clip)
             value, norm_value = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
         else:
             value, norm_value = float(loss.detach()), None
@@ -757,7 +801,9 @@ class Trainer:
             "epochs": p.epoch,
             "device": str(self.device),
             "threads": torch.get_num_threads(),
+            "threads_choice": threads_choice(),  # how: auto (idle cores), set, or the sweep's share of the cores
             "eval_batch_size": self.eval_batch_size,  # the rows actually used (trainer.eval_batch_size, or its auto choice)
+            "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
             "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {
                 **self.model.variant(),
@@ -817,8 +863,8 @@ class _InterruptFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        sys.stderr.write("\nctrbench: Ctrl-C: saving the training state after this step (Ctrl-C again to stop at once)\n")
-        sys.stderr.flush()
+        # a closed stderr (`2>&1 | tee`, and Ctrl-C ended tee too) must not stop the saving
+        say("\nctrbench: Ctrl-C: saving the training state after this step (Ctrl-C again to stop at once)\n")
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
@@ -862,7 +908,10 @@ class _ProgressBar:
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
-            self.bar.stop()
+            try:
+                self.bar.stop()  # draws the bar a last time: its stdout may be closed (`| tee` and Ctrl-C)
+            except OSError:  # an older rich raises BrokenPipeError (the CLI makes a newer one go quiet)
+                self.enabled = False
 
     def update(self, step: int, loss: float, sps: float) -> None:
         if self.enabled:

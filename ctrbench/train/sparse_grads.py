@@ -1,0 +1,101 @@
+"""Row-wise embedding gradients where they give the same updates as dense ones: plain SGD.
+
+The papers' tables train with plain SGD at mini-batches of 32 (DIN paper §6.3: learning rate 1,
+batch 32; the official code clips the global gradient norm at 5). With dense gradients every step
+touches every row of every embedding table three times or more (the zeroed gradient the backward
+pass scatters into, the norm that clipping reads, the scaling it writes and the update), although
+a batch of 32 uses a few hundred rows: on Amazon Electronics' 63,001 x 18 item table that is most of
+a step's time. With ``nn.Embedding(sparse=True)`` the backward pass yields only the batch's rows.
+
+For plain SGD (no momentum, no weight decay) this changes no result beyond float rounding: a row
+whose gradient is zero does not move under SGD, and the global norm of a gradient does not count
+zero rows. The rows a batch repeats are summed by ``coalesce`` instead of by the dense backward's
+accumulation, which can round differently in the last bit. Optimizers with state (momentum, Adam)
+or weight decay move rows with zero gradient too, so they keep dense gradients (``optim=lazy_adam``
+is the row-wise Adam, with its own semantics).
+
+``trainer.sparse_embeddings``: ``auto`` (row-wise exactly when that gives the same updates, on one
+process), ``true`` (the same, refused with a one-line error where it would change the updates),
+``false`` (dense).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ctrbench.errors import ConfigError
+
+SETTINGS = ("auto", "true", "false")
+
+
+def sgd_without_state(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` is plain SGD: every group without momentum and weight decay, so that a
+    zero gradient leaves a row exactly where it is."""
+    if type(optimizer) is not torch.optim.SGD:
+        return False
+    return all(float(g.get("momentum", 0) or 0) == 0 and float(g.get("weight_decay", 0) or 0) == 0 for g in optimizer.param_groups)
+
+
+def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compiled: bool) -> bool:
+    """Whether the trainer switches the model's embedding tables to row-wise gradients."""
+    value = str(setting).lower() if setting is not None else "auto"
+    if value not in SETTINGS:
+        raise ConfigError(f"trainer.sparse_embeddings={setting!r} is invalid: expected auto, true or false")
+    if value == "false":
+        return False
+    exact = sgd_without_state(optimizer)
+    why_not = None
+    if not exact:
+        why_not = "it gives the same updates as dense gradients only for plain SGD (optim=sgd, momentum 0, weight_decay 0)"
+    elif distributed:
+        why_not = "DDP all-reduces dense gradients (trainer.distributed=ddp)"
+    elif compiled:
+        why_not = "device.compile=true traces dense embedding gradients"
+    if why_not is None:
+        return True
+    if value == "true":
+        raise ConfigError(f"trainer.sparse_embeddings=true cannot be used here: {why_not}; use auto or false")
+    return False
+
+
+def use_row_gradients(model: nn.Module) -> int:
+    """Switch every ``nn.Embedding`` of ``model`` to sparse (row-wise) gradients; returns how many."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            module.sparse = True
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` (2-norm) for gradients that may be sparse.
+
+    The total norm is the 2-norm of the per-parameter norms, in parameter order; a sparse gradient
+    is coalesced first (repeated rows summed), so its norm is that of the dense gradient it stands
+    for. Every gradient is then scaled by min(1, max_norm / (total + 1e-6)), as torch does.
+    Returns the total norm (a 0-d tensor)."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.tensor(0.0)
+    dense = [p.grad for p in params if not p.grad.is_sparse]
+    dense_norms = iter(torch._foreach_norm(dense, 2.0) if dense else [])
+    norms = []
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+            norms.append(torch.linalg.vector_norm(p.grad._values(), 2.0))
+        else:
+            norms.append(next(dense_norms))
+    total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    if dense:
+        torch._foreach_mul_(dense, coef)
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad.mul_(coef)
+    return total

@@ -1,0 +1,65 @@
+"""DIN's local activation unit on the real positions only (``packed_scores``) gives what the padded
+form gives: the same scores and the same gradients, with PReLU and with Dice (whose statistics are
+over the real rows in both), with and without the softmax."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctrbench.nn.activations import Dice, PReLU
+from ctrbench.nn.attention import LocalActivationUnit
+
+
+def _unit(act, softmax):
+    torch.manual_seed(0)
+    unit = LocalActivationUnit(6, [8, 4], act, "qk_diff_prod", softmax).double()
+    with torch.no_grad():  # non-trivial PReLU slopes
+        for m in unit.modules():
+            if isinstance(m, (PReLU, Dice)):
+                m.alpha.uniform_(-0.5, 0.5)
+    return unit
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([1, 7, 0, 2, 3])  # one long history pads the rest: 13 of 35 positions real
+    B, L = len(lengths), int(lengths.max())
+    q = torch.randn(B, 6, generator=g, dtype=torch.double)
+    k = torch.randn(B, L, 6, generator=g, dtype=torch.double)
+    mask = torch.arange(L)[None, :] < lengths[:, None]
+    return q, k * mask[..., None], mask
+
+
+@pytest.mark.parametrize("act", [PReLU, Dice], ids=["prelu", "dice"])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_packed_equals_padded(act, softmax):
+    q, k, mask = _inputs()
+    results = {}
+    for pack_below in (0.0, 1.0):  # never pack, always pack (13/35 real < 1.0)
+        unit = _unit(act, softmax).train()
+        unit.pack_below = pack_below
+        qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
+        if pack_below == 1.0:
+            assert unit.packed_scores(qq, kk, mask) is not None
+        w = unit(qq, kk, mask)
+        (w * torch.linspace(-1, 1, w.numel(), dtype=w.dtype).view_as(w)).sum().backward()
+        grads = [p.grad.clone() for p in unit.parameters()]
+        results[pack_below] = (w.detach(), qq.grad, kk.grad, grads)
+    padded, packed = results[0.0], results[1.0]
+    torch.testing.assert_close(packed[0], padded[0], rtol=1e-12, atol=1e-12)
+    assert (packed[0][~mask] == 0).all()
+    torch.testing.assert_close(packed[1], padded[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(packed[2], padded[2], rtol=1e-10, atol=1e-12)
+    for a, b in zip(packed[3], padded[3]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_packing_is_chosen_by_the_share_of_real_positions():
+    q, k, mask = _inputs()
+    unit = _unit(PReLU, False)
+    assert unit.packed_scores(q, k, mask) is not None  # 13 / 35 < 0.6
+    full = torch.ones_like(mask)
+    assert unit.packed_scores(q, k, full) is None
+    unit_outer = LocalActivationUnit(6, [8, 4], PReLU, "outer").double()
+    assert unit_outer.packed_scores(q, k, mask) is None
