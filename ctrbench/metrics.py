@@ -18,6 +18,15 @@ back to ``np.lexsort``.
 
 Inputs may be NumPy arrays or anything ``np.asarray`` accepts (lists, CPU torch tensors); they
 are flattened to 1-D. Integer scores are treated as float64.
+
+Logits, not probabilities, for model outputs. In float32, sigmoid(z) rounds to exactly 1.0 for
+every z above about 16.6 (and to ever coarser steps well before), so ranking a confident model's
+float32 probabilities invents ties that its logits do not have. AUC and GAUC depend only on the
+order of the scores, and the sigmoid is increasing, so :func:`evaluate_logits` ranks the logits
+themselves, and computes logloss from them in float64 as softplus(-z) for a click and softplus(z)
+otherwise (:func:`logloss_from_logits`): exact, finite for every finite logit, no clipping.
+Training and evaluation (``ctrbench.train.evaluate``) use it; :func:`evaluate_predictions` remains
+for true probabilities (the synthetic data's oracle).
 """
 
 from __future__ import annotations
@@ -30,7 +39,10 @@ from numpy.typing import ArrayLike
 
 from ctrbench.errors import UserError
 
-__all__ = ["WEIGHTINGS", "GAUCResult", "auc", "gauc", "logloss", "rela_impr", "evaluate_predictions"]
+__all__ = [
+    "WEIGHTINGS", "GAUCResult", "auc", "gauc", "logloss", "logloss_from_logits", "rela_impr", "evaluate_predictions",
+    "evaluate_logits",
+]
 
 #: GAUC weightings: w_i for user i in Eq. (10). ``impressions`` is the paper's; ``samples`` is an alias.
 WEIGHTINGS: tuple[str, ...] = ("impressions", "samples", "uniform", "positives")
@@ -346,6 +358,28 @@ def logloss(labels: ArrayLike, probs: ArrayLike, eps: float = 1e-7) -> float:
     return _logloss(y, p, eps)
 
 
+def _logloss_logits(y: np.ndarray, z: np.ndarray) -> float:
+    # -log sigmoid(z) = softplus(-z) for a click, -log(1 - sigmoid(z)) = softplus(z) otherwise;
+    # np.logaddexp(0, x) is softplus without overflow, in float64 (one array, worked on in place)
+    x = z.astype(np.float64)
+    np.negative(x, out=x, where=y == 1)
+    np.logaddexp(0.0, x, out=x)
+    return float(x.mean())
+
+
+def logloss_from_logits(labels: ArrayLike, logits: ArrayLike) -> float:
+    """The logloss of :func:`logloss` from logits z (p = sigmoid(z)), computed stably in float64::
+
+        -1/N * sum_n [ y_n log sigmoid(z_n) + (1 - y_n) log sigmoid(-z_n) ]
+
+    Exact, without clipping: a confident miss with logit z costs about |z|, which is finite for
+    every finite logit (an infinite logit on the wrong side costs infinity). Raises
+    :class:`UserError` on the input problems listed in :func:`auc`.
+    """
+    y, z = _validate(labels, logits, "logloss", name="logits")
+    return _logloss_logits(y, z)
+
+
 def rela_impr(auc_model: float, auc_base: float) -> float:
     """Relative improvement over a base model, DIN paper Eq. (11), in percent::
 
@@ -374,12 +408,27 @@ def evaluate_predictions(users: ArrayLike, labels: ArrayLike, scores_prob: Array
     """
     _check_weighting(weighting)
     y, p = _validate(labels, scores_prob, "metrics", name="probabilities")
-    codes, bits = _score_codes(p)
+    return _evaluate(users, y, p, weighting, _logloss(y, p, 1e-7))
+
+
+def evaluate_logits(users: ArrayLike, labels: ArrayLike, logits: ArrayLike, weighting: str = "impressions") -> dict[str, Any]:
+    """The metrics of :func:`evaluate_predictions` from a model's logits z (p = sigmoid(z)), the same
+    dict. AUC and GAUC rank the logits (the sigmoid preserves order, so they are the AUC and GAUC of
+    the exact probabilities, without the ties that float32 sigmoid outputs of confident predictions
+    have); logloss is :func:`logloss_from_logits`. Raises :class:`UserError` as :func:`auc` does.
+    """
+    _check_weighting(weighting)
+    y, z = _validate(labels, logits, "metrics", name="logits")
+    return _evaluate(users, y, z, weighting, _logloss_logits(y, z))
+
+
+def _evaluate(users: ArrayLike, y: np.ndarray, s: np.ndarray, weighting: str, loss: float) -> dict[str, Any]:
+    codes, bits = _score_codes(s)
     g = _gauc_from_codes(users, y, codes, bits, weighting)
     return {
         "auc": _auc_from_codes(y, codes, bits),
         "gauc": g.gauc,
-        "logloss": _logloss(y, p, 1e-7),
+        "logloss": loss,
         "n": int(y.size),
         "gauc_users": g.n_users,
         "gauc_skipped_users": g.n_skipped,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from ctrbench.cli import conf_dir  # noqa: E402
 from ctrbench.data.batches import Batcher  # noqa: E402
 from ctrbench.data.prepare import load_dataset  # noqa: E402
-from ctrbench.train.evaluate import predict  # noqa: E402
+from ctrbench.train.evaluate import predict_logits  # noqa: E402
 from ctrbench.train.loop import Trainer  # noqa: E402
 
 
@@ -122,7 +122,7 @@ def main() -> None:
 
     test = Batcher(dataset, "test", a.eval_batch, a.max_len)
     t = time.perf_counter()
-    predict(trainer.model, test, trainer.device)
+    predict_logits(trainer.model, test, trainer.device)
     eval_s = time.perf_counter() - t
     result = {
         "model": a.model,

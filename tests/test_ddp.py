@@ -78,6 +78,106 @@ def test_one_process_context_gathers_and_averages_locally():
     assert ctx.mean([1.5]) == [1.5] and not ctx.enabled and ctx.is_main
 
 
+#: the tensor devices each backend has collectives for (torch.distributed's backend table): NCCL
+#: none on the CPU
+SERVES = {"gloo": {"cpu", "cuda"}, "nccl": {"cuda"}}
+
+
+def _backend_for(pg_backend: str, device_type: str) -> str | None:
+    """The backend a collective on ``device_type`` tensors reaches in a process group started with
+    ``pg_backend`` ("gloo", "nccl" or "cpu:gloo,cuda:nccl"), or None when none serves that device."""
+    if ":" in pg_backend:
+        name = dict(part.split(":") for part in pg_backend.split(",")).get(device_type)
+    else:
+        name = pg_backend
+    return name if name is not None and device_type in SERVES.get(name, ()) else None
+
+
+def _cuda_path_rank(rank: int, out: str) -> None:
+    """One rank of a CPU job taking the CUDA path of ``setup`` (device=cuda, ddp_backend=auto):
+    the process group it asks for is recorded and a gloo group stands in for it (this machine has no
+    NCCL), every collective's tensor devices are recorded, and the collectives run for real."""
+    import torch.distributed as dist
+
+    try:
+        os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        asked, calls = [], []
+        real_init = dist.init_process_group
+
+        def init(backend=None, **kw):
+            asked.append(backend)
+            real_init(backend="gloo", init_method=f"file://{out}/store", **kw)
+
+        def recording(name, fn):
+            def wrapped(*args, **kw):
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                tensors += [t for a in args if isinstance(a, list) for t in a if isinstance(t, torch.Tensor)]
+                calls.append([name, sorted({t.device.type for t in tensors})])
+                return fn(*args, **kw)
+            return wrapped
+
+        dist.init_process_group = init
+        for name in ("all_gather", "all_reduce", "broadcast"):
+            setattr(dist, name, recording(name, getattr(dist, name)))
+        ctx = setup("ddp", torch.device("cuda"))  # the device choice stubbed: nothing here touches CUDA
+        mean = ctx.mean([1.0 + rank])
+        idx = torch.arange(rank, 7, 2)
+        gathered = ctx.all_gather_predictions(idx, idx.float() / 10, 7)
+        module = torch.nn.Linear(2, 1)
+        torch.nn.init.constant_(module.weight, float(rank))
+        ctx.broadcast_module(module)
+        ctx.barrier()
+        with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+            json.dump({"asked": asked, "backend": ctx.backend, "calls": calls, "mean": mean,
+                       "gathered": gathered.tolist(), "weight": module.weight.flatten().tolist()}, f)
+        dist.destroy_process_group()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)  # no interpreter finalization under gloo's threads (docs/distributed.md, Exit)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forks the two ranks")
+def test_cuda_path_sends_each_collective_to_a_backend_for_its_tensors(tmp_path):
+    """With trainer.distributed=ddp on CUDA (backend nccl), the loss mean, the evaluation gather and
+    the weight broadcast must reach a backend with collectives for their tensors' device: NCCL has
+    none for CPU tensors. Two CPU ranks run DistContext's collectives through the CUDA path of
+    setup, with gloo standing in for the process group that path asks for."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_cuda_path_rank, args=(r, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for got in ranks:
+        (asked,) = got["asked"]
+        assert got["backend"] == asked
+        assert {name for name, _ in got["calls"]} == {"all_gather", "all_reduce", "broadcast"}
+        for name, devices in got["calls"]:
+            for device in devices:
+                assert _backend_for(asked, device) is not None, f"{name} of {device} tensors on a {asked!r} process group"
+        assert _backend_for(asked, "cuda") == "nccl"  # the GPU tensors (DDP's gradients) still go through NCCL
+        assert got["mean"] == [1.5]
+        assert got["gathered"] == pytest.approx([i / 10 for i in range(7)])
+        assert got["weight"] == [0.0, 0.0]  # rank 0's
+
+
+def test_process_group_backends():
+    from ctrbench.train.distributed import process_group_backend
+
+    assert _backend_for(process_group_backend("nccl"), "cpu") == "gloo"
+    assert _backend_for(process_group_backend("nccl"), "cuda") == "nccl"
+    assert process_group_backend("gloo") == "gloo"
+
+
 def test_bad_distributed_settings_are_config_errors(monkeypatch):
     with pytest.raises(ConfigError, match="trainer.distributed='mpi'"):
         setup("mpi", torch.device("cpu"))

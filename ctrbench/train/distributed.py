@@ -20,7 +20,11 @@ What each rank does:
   selected weights are broadcast to the others.
 
 Backend: ``gloo`` on CPU, ``nccl`` on CUDA (``trainer.ddp_backend=auto``); each rank uses
-``cuda:LOCAL_RANK`` on a GPU machine.
+``cuda:LOCAL_RANK`` on a GPU machine. NCCL has no CPU collectives, and some of this module's
+tensors stay on the CPU (the prediction counts, indices and logits, the loss mean), so ``nccl``
+joins the process group as ``"cpu:gloo,cuda:nccl"`` (``process_group_backend``): PyTorch sends
+each collective to the backend of its tensors' device, CUDA tensors (DDP's gradient buckets, the
+final weight broadcast) through NCCL and CPU tensors through gloo.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    backend: str | None = None
+    backend: str | None = None  #: the process group's backend string (``process_group_backend``)
 
     @property
     def enabled(self) -> bool:
@@ -67,11 +71,13 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def all_gather_predictions(self, idx: torch.Tensor, probs: torch.Tensor, n: int) -> np.ndarray:
-        """The whole split's predictions [n] from each rank's (indices, probabilities)."""
+    def all_gather_predictions(self, idx: torch.Tensor, preds: torch.Tensor, n: int) -> np.ndarray:
+        """The whole split's predictions [n] (float32: logits in evaluation) from each rank's
+        (indices, predictions). CPU tensors throughout: with ``nccl`` they go through the process
+        group's gloo backend (``process_group_backend``)."""
         if not self.enabled:
             out = torch.empty(n, dtype=torch.float32)
-            out[idx] = probs
+            out[idx] = preds
             return out.numpy()
         count = torch.tensor([len(idx)], dtype=torch.int64)
         counts = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
@@ -80,7 +86,7 @@ class DistContext:
         pad_idx = torch.full((most,), -1, dtype=torch.int64)
         pad_idx[: len(idx)] = idx
         pad_p = torch.zeros(most, dtype=torch.float32)
-        pad_p[: len(probs)] = probs
+        pad_p[: len(preds)] = preds
         all_idx = [torch.empty(most, dtype=torch.int64) for _ in range(self.world)]
         all_p = [torch.empty(most, dtype=torch.float32) for _ in range(self.world)]
         dist.all_gather(all_idx, pad_idx)
@@ -119,6 +125,20 @@ def env_world() -> tuple[int, int, int]:
         raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers (set by torchrun): {e}") from None
 
 
+#: the backend strings ``trainer.ddp_backend`` names, and what the process group is started with
+PROCESS_GROUP_BACKENDS = {"gloo": "gloo", "nccl": "cpu:gloo,cuda:nccl"}
+
+
+def process_group_backend(backend: str) -> str:
+    """The ``init_process_group`` backend for ``trainer.ddp_backend=backend`` (gloo or nccl).
+
+    ``nccl`` becomes ``"cpu:gloo,cuda:nccl"``: NCCL serves only CUDA tensors, and the collectives
+    of :class:`DistContext` gather and average CPU tensors, which PyTorch then sends through gloo
+    (a plain ``"nccl"`` group fails on them at the first loss reduction or evaluation). ``gloo``
+    serves both devices by itself."""
+    return PROCESS_GROUP_BACKENDS[backend]
+
+
 def setup(mode: str, device: torch.device, backend: str = "auto") -> DistContext:
     """Join the process group for ``trainer.distributed=ddp`` (a no-op for ``none``)."""
     if mode not in MODES:
@@ -137,9 +157,10 @@ def setup(mode: str, device: torch.device, backend: str = "auto") -> DistContext
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend not in ("gloo", "nccl"):
         raise ConfigError(f"trainer.ddp_backend={backend!r}: expected auto, gloo or nccl")
+    pg_backend = process_group_backend(backend)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistContext(rank=rank, world=world, local_rank=local, backend=backend)
+        dist.init_process_group(backend=pg_backend, rank=rank, world_size=world)
+    return DistContext(rank=rank, world=world, local_rank=local, backend=pg_backend)
 
 
 def teardown(ctx: DistContext) -> None:

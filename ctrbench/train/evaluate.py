@@ -10,7 +10,7 @@ import torch
 
 from ctrbench.data.batches import Batcher
 from ctrbench.data.schema import ProcessedDataset
-from ctrbench.metrics import evaluate_predictions
+from ctrbench.metrics import evaluate_logits
 from ctrbench.models.base import CTRModel
 from ctrbench.train.distributed import DistContext
 from ctrbench.train.regularizers import Regularizer
@@ -62,11 +62,16 @@ def default_eval_workers(device: torch.device) -> int:
     return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
 
-def predict(
+def predict_logits(
     model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None,
     workers: int = 1,
 ) -> np.ndarray:
-    """Click probabilities for every sample of the batcher's split, in the split's row order.
+    """The model's logits (float32) for every sample of the batcher's split, in the split's row order.
+
+    Logits, not sigmoid outputs: a float32 sigmoid is exactly 1.0 for every logit above about 16.7,
+    so ranking probabilities would tie a confident model's predictions (ctrbench.metrics). The
+    metrics rank these logits and compute logloss from them; :func:`predict` turns them into
+    probabilities.
 
     With a distributed context, rank r scores the batches r, r + world, ... and the predictions of
     all ranks are gathered, so every rank returns the whole split's predictions.
@@ -84,12 +89,12 @@ def predict(
     mine = [idx for i, idx in enumerate(batcher.batches()) if i % world == rank]
 
     def score_group(group: list[torch.Tensor]) -> None:
-        probs = []
+        logits = []
         for batch in batcher.gather_each(group):
             if reg is not None:
                 batch = reg.transform(batch, training=False)
-            probs.append(torch.sigmoid(model(batch.to_device(device)).logits.float()))
-        out[torch.cat(group)] = torch.cat(probs).cpu()  # one copy back per group (on a GPU, one wait)
+            logits.append(model(batch.to_device(device)).logits.float())
+        out[torch.cat(group)] = torch.cat(logits).cpu()  # one copy back per group (on a GPU, one wait)
 
     def score(share: list[torch.Tensor]) -> None:
         with torch.inference_mode():  # thread-local: entered in every worker
@@ -125,12 +130,24 @@ def predict(
     return dist.all_gather_predictions(idx, out[idx], batcher.n)
 
 
+def predict(
+    model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None,
+    workers: int = 1,
+) -> np.ndarray:
+    """Click probabilities (float64) for every sample of the batcher's split, in the split's row
+    order: the sigmoid of :func:`predict_logits`, taken in float64 so that they stay below 1.0 up
+    to logits of about 36 (for ranking and logloss, use the logits)."""
+    logits = predict_logits(model, batcher, device, reg, dist, workers)
+    return torch.sigmoid(torch.from_numpy(logits).double()).numpy()
+
+
 def evaluate(
     model: CTRModel, batcher: Batcher, device: torch.device, weighting: str, reg: Regularizer | None = None, dist: DistContext | None = None,
     workers: int = 1,
 ) -> tuple[dict, float]:
-    """(metrics, seconds) for the batcher's split."""
+    """(metrics, seconds) for the batcher's split: AUC and GAUC ranked on the logits, logloss from
+    them in float64 (``ctrbench.metrics.evaluate_logits``)."""
     t0 = time.perf_counter()
-    probs = predict(model, batcher, device, reg, dist, workers)
-    metrics = evaluate_predictions(batcher.user.numpy(), batcher.label.numpy(), probs, weighting=weighting)
+    logits = predict_logits(model, batcher, device, reg, dist, workers)
+    metrics = evaluate_logits(batcher.user.numpy(), batcher.label.numpy(), logits, weighting=weighting)
     return metrics, time.perf_counter() - t0
