@@ -55,8 +55,7 @@ class DIN(CTRModel):
         self.mlp = MLP(2 * D + (embedding_dim if use_user else 0), list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e_t = self.emb.target(batch)  # [B, D]
-        e_h = self.emb.history(batch)  # [B, L, D], zero at padding
+        e_t, e_h = self.emb.target_and_history(batch)  # [B, D], [B, L, D] (zero at padding)
         w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
         v_u = torch.einsum("bl,bld->bd", w, e_h)
         x = torch.cat([e_t, v_u, *self.emb.profile(batch)], dim=-1)

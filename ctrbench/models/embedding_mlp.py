@@ -40,8 +40,8 @@ class BaseModel(CTRModel):
         self.mlp = MLP(in_dim, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e_t = self.emb.target(batch)
-        u = masked_pool(self.emb.history(batch), batch.hist_mask, self.pooling)
+        e_t, e_h = self.emb.target_and_history(batch)
+        u = masked_pool(e_h, batch.hist_mask, self.pooling)
         x = torch.cat([e_t, u, *self.emb.profile(batch)], dim=-1)
         return ModelOutput(logits=self.mlp(x).squeeze(-1))
 

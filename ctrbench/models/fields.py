@@ -20,11 +20,13 @@ class FieldEmbeddings(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """[B, n_fields, dim]"""
         m = batch.hist_mask
+        e_t, e_h = self.emb.target_and_history(batch)  # [B, 2 dim], [B, L, 2 dim]: [item; cate], one lookup per table
+        d = self.emb.dim
         f = [
-            self.emb.item(batch.item),
-            self.emb.cate(batch.cate),
-            masked_pool(self.emb.item(batch.hist_item), m, "sum"),
-            masked_pool(self.emb.cate(batch.hist_cate), m, "sum"),
+            e_t[:, :d],
+            e_t[:, d:],
+            masked_pool(e_h[..., :d], m, "sum"),
+            masked_pool(e_h[..., d:], m, "sum"),
             *self.emb.profile(batch),
         ]
         return torch.stack(f, dim=1)

@@ -87,6 +87,23 @@ class ItemEmbeddings(nn.Module):
     def target(self, batch: Batch) -> torch.Tensor:
         return self.embed(batch.item, batch.cate)
 
+    def embed_together(self, *pairs: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        """``[embed(item, cate) for item, cate in pairs]`` with one lookup per table for all of them.
+        The values are the same; the backward pass then scatters into each table's gradient once per
+        step instead of once per lookup (a dense gradient is a whole-table buffer, zeroed and
+        accumulated per lookup: most of a step's time with large tables and dense optimizers)."""
+        if len(pairs) == 1:
+            return [self.embed(*pairs[0])]
+        shapes = [item.shape for item, _ in pairs]
+        sizes = [item.numel() for item, _ in pairs]
+        e = self.embed(torch.cat([i.reshape(-1) for i, _ in pairs]), torch.cat([c.reshape(-1) for _, c in pairs]))
+        return [x.view(*shape, e.shape[-1]) for x, shape in zip(e.split(sizes), shapes)]
+
+    def target_and_history(self, batch: Batch, *more: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        """``[target(batch), history(batch), *(embed(i, c) for i, c in more)]``, one lookup per table."""
+        e_t, e_h, *rest = self.embed_together((batch.item, batch.cate), (batch.hist_item, batch.hist_cate), *more)
+        return [e_t, e_h * batch.hist_mask.unsqueeze(-1).to(e_h.dtype), *rest]
+
     def history(self, batch: Batch) -> torch.Tensor:
         e = self.embed(batch.hist_item, batch.hist_cate)
         return e * batch.hist_mask.unsqueeze(-1).to(e.dtype)
