@@ -130,3 +130,19 @@ def test_bad_batcher_args(kw, match):
     args = {"batch_size": 4, "max_len": 5, **kw}
     with pytest.raises(ConfigError, match=match):
         Batcher(hand_dataset(), "train", **args)
+
+
+@pytest.mark.parametrize("batch_size, start", [(32, 0), (32, 5), (7, 3), (2048, 0)])
+def test_training_batches_gathered_in_groups_equal_one_gather_each(tiny_dataset, batch_size, start):
+    """Small training batches are gathered a group at a time (GATHER_ROWS): each equals the batch
+    gathered alone, in the same order, from any starting batch."""
+    b = Batcher(tiny_dataset, "train", batch_size, 20, shuffle=True, seed=3)
+    b.set_epoch(2)
+    got = list(b.iterate(start))
+    want = list(b.batches(start))
+    assert len(got) == len(want) > 0
+    for (idx, batch), ref in zip(got, want):
+        assert torch.equal(idx, ref)
+        alone = b.gather(ref)
+        for name in ("user", "item", "cate", "label", "hist_item", "hist_cate", "hist_mask", "hist_len"):
+            assert torch.equal(getattr(batch, name), getattr(alone, name)), name

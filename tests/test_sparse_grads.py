@@ -66,9 +66,16 @@ def test_which_optimizers_get_row_gradients():
         sparse_grads.resolve("rows", torch.optim.SGD(p, lr=1.0), False, False)
 
 
-def test_table_setup_trains_the_same_with_row_and_dense_gradients(tiny_dataset, tmp_path):
+def test_small_tables_keep_dense_gradients():
+    model = nn.ModuleDict({"big": nn.Embedding(sparse_grads.MIN_ROW_TABLE, 1), "small": nn.Embedding(100, 18)})
+    assert sparse_grads.use_row_gradients(model) == 1
+    assert model["big"].sparse and not model["small"].sparse
+
+
+def test_table_setup_trains_the_same_with_row_and_dense_gradients(tiny_dataset, tmp_path, monkeypatch):
     """DIN under din_table3's setup (SGD lr 1, batch 32, clip 5), 30 steps each way: the same losses
-    and weights up to float32 rounding."""
+    and weights up to float32 rounding (the tiny tables made row-wise too)."""
+    monkeypatch.setattr(sparse_grads, "MIN_ROW_TABLE", 0)
     runs = {}
     for setting in ("false", "auto"):
         t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=din_table3", "+row=din_table3/din",

@@ -34,6 +34,10 @@ from ctrbench.data.schema import Batch, ProcessedDataset
 from ctrbench.errors import ConfigError
 
 
+# Batches smaller than this are gathered in groups of about this many rows (Batcher.iterate).
+GATHER_ROWS = 1024
+
+
 class Batcher:
     def __init__(
         self,
@@ -148,6 +152,18 @@ class Batcher:
         """``(indices, Batch)`` of the current epoch from its ``start``-th batch on; the i-th batch's
         negatives come from a generator seeded by ``batch_seed(i)``."""
         gen = torch.Generator() if self.negative_history else None
+        if gen is None and self.batch_size < GATHER_ROWS:
+            # small batches (the papers' 32) are gathered a group at a time: one gather of about
+            # GATHER_ROWS rows, each batch a slice of it, the same as gathering it alone (gather_each)
+            group: list[torch.Tensor] = []
+            for idx in self.batches(start):
+                group.append(self.shard(idx) if self.shard is not None else idx)
+                if len(group) * self.batch_size >= GATHER_ROWS:
+                    yield from zip(group, self.gather_each(group))
+                    group = []
+            if group:
+                yield from zip(group, self.gather_each(group))
+            return
         for i, idx in enumerate(self.batches(start), start):
             if self.shard is not None:
                 idx = self.shard(idx)

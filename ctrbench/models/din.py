@@ -24,7 +24,7 @@ from ctrbench.data.schema import Batch, Vocab
 from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.nn.activations import ActFactory
 from ctrbench.nn.attention import LocalActivationUnit
-from ctrbench.nn.layers import MLP, ItemEmbeddings
+from ctrbench.nn.layers import MLP, ItemEmbeddings, packed_positions, pool_rows
 
 
 class DIN(CTRModel):
@@ -55,9 +55,16 @@ class DIN(CTRModel):
         self.mlp = MLP(2 * D + (embedding_dim if use_user else 0), list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e_t, e_h = self.emb.target_and_history(batch)  # [B, D], [B, L, D] (zero at padding)
-        w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
-        v_u = torch.einsum("bl,bld->bd", w, e_h)
+        packed = packed_positions(batch) if self.attention.inputs == "qk_diff_prod" else None
+        if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
+            pos, row = packed
+            e_t, e_p = self.emb.target_and_packed_history(batch, pos)  # [B, D], [P, D]
+            w = self.attention.forward_packed(e_t, e_p, row, pos, batch.hist_mask.shape)  # [P], Eq. (3)
+            v_u = pool_rows(w.unsqueeze(1) * e_p, row, len(e_t))
+        else:
+            e_t, e_h = self.emb.target_and_history(batch)  # [B, D], [B, L, D] (zero at padding)
+            w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
+            v_u = torch.einsum("bl,bld->bd", w, e_h)
         x = torch.cat([e_t, v_u, *self.emb.profile(batch)], dim=-1)
         return ModelOutput(logits=self.mlp(x).squeeze(-1))
 

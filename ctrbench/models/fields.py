@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
-from ctrbench.nn.layers import ItemEmbeddings, field_embedding, masked_pool
+from ctrbench.nn.layers import ItemEmbeddings, field_embedding, masked_pool, packed_positions, pool_rows
 
 
 class FieldEmbeddings(nn.Module):
@@ -19,16 +19,15 @@ class FieldEmbeddings(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """[B, n_fields, dim]"""
-        m = batch.hist_mask
-        e_t, e_h = self.emb.target_and_history(batch)  # [B, 2 dim], [B, L, 2 dim]: [item; cate], one lookup per table
+        packed = packed_positions(batch)
+        if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
+            e_t, e_p = self.emb.target_and_packed_history(batch, packed[0])
+            pooled = pool_rows(e_p, packed[1], len(e_t))
+        else:
+            e_t, e_h = self.emb.target_and_history(batch)  # [B, 2 dim], [B, L, 2 dim]: [item; cate], one lookup per table
+            pooled = masked_pool(e_h, batch.hist_mask, "sum")
         d = self.emb.dim
-        f = [
-            e_t[:, :d],
-            e_t[:, d:],
-            masked_pool(e_h[..., :d], m, "sum"),
-            masked_pool(e_h[..., d:], m, "sum"),
-            *self.emb.profile(batch),
-        ]
+        f = [e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *self.emb.profile(batch)]
         return torch.stack(f, dim=1)
 
 

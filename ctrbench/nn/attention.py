@@ -74,15 +74,28 @@ class LocalActivationUnit(nn.Module):
             return None
         pos = flat.nonzero().squeeze(1)  # [P] real positions of the flattened [B, L] grid
         row = torch.div(pos, L, rounding_mode="floor")  # the sample of each
+        score = self.row_scores(q, k.reshape(B * L, self.dim).index_select(0, pos), row)
+        return score.new_zeros(B * L).index_put((pos,), score).view(B, L)
+
+    def row_scores(self, q: torch.Tensor, kp: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """The unit's score [P] of each packed key kp [P, D] for its sample's query q[row] (``qk_diff_prod``)."""
         D, W, b = self.dim, self.first.weight, self.first.bias
         Wq, Wk, Wd, Wp = W[:, :D], W[:, D : 2 * D], W[:, 2 * D : 3 * D], W[:, 3 * D :]
-        kp = k.reshape(B * L, D).index_select(0, pos)  # [P, D]
         qp = q.index_select(0, row)
         per_sample = torch.addmm(b, q, (Wq + Wd).T)  # [B, H]
         first = torch.addmm(per_sample.index_select(0, row), kp, (Wk - Wd).T)
         first = torch.addmm(first, qp * kp, Wp.T)  # [P, H]
-        score = self.rest(self.first_act(first)).squeeze(-1)  # [P]
-        return score.new_zeros(B * L).index_put((pos,), score).view(B, L)
+        return self.rest(self.first_act(first)).squeeze(-1)  # [P]
+
+    def forward_packed(self, q: torch.Tensor, kp: torch.Tensor, row: torch.Tensor, pos: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The weights [P] of the packed keys kp (real positions ``pos`` of a [B, L] grid of ``shape``,
+        samples ``row``): ``forward``'s weights at those positions, without the padding."""
+        score = self.row_scores(q, kp, row)
+        if not self.softmax:
+            return score
+        B, L = shape
+        full = score.new_full((B * L,), float("-inf")).index_put((pos,), score).view(B, L)
+        return torch.nan_to_num(torch.softmax(full, dim=-1), nan=0.0).reshape(-1).index_select(0, pos)
 
     def first_layer(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """W . input(q, k) + b for every position: [B, D], [B, L, D] -> [B, L, H]."""

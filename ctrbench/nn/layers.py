@@ -99,6 +99,10 @@ class ItemEmbeddings(nn.Module):
         e = self.embed(torch.cat([i.reshape(-1) for i, _ in pairs]), torch.cat([c.reshape(-1) for _, c in pairs]))
         return [x.view(*shape, e.shape[-1]) for x, shape in zip(e.split(sizes), shapes)]
 
+    def target_and_packed_history(self, batch: Batch, pos: torch.Tensor) -> list[torch.Tensor]:
+        """``[target(batch), the history's real positions pos (packed_positions) [P, D]]``, one lookup per table."""
+        return self.embed_together((batch.item, batch.cate), (batch.hist_item.reshape(-1)[pos], batch.hist_cate.reshape(-1)[pos]))
+
     def target_and_history(self, batch: Batch, *more: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
         """``[target(batch), history(batch), *(embed(i, c) for i, c in more)]``, one lookup per table."""
         e_t, e_h, *rest = self.embed_together((batch.item, batch.cate), (batch.hist_item, batch.hist_cate), *more)
@@ -110,6 +114,34 @@ class ItemEmbeddings(nn.Module):
 
     def profile(self, batch: Batch) -> list[torch.Tensor]:
         return [self.user(batch.user)] if self.user is not None else []
+
+
+# On CPU, a batch whose histories are mostly padding runs the history part of a model on its real
+# positions only. Uniformly shuffled batches (the papers' training setup) are padded to their longest
+# history: at batch 32 on Amazon Electronics (histories cut at 100) about one position in six is
+# real, and the lookups, sparse gradients and attention MLP over the padding were most of a step.
+# Length-sorted evaluation batches have little padding and stay padded; so does a GPU, where a padded
+# batch costs no more and finding the real positions would wait for the device.
+PACK_BELOW = 0.6
+
+
+def packed_positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(pos, row)`` of a batch worth packing: the real positions of the flattened [B, L] history
+    grid, in order, and the sample each belongs to; None when the batch stays padded."""
+    mask = batch.hist_mask
+    if mask.device.type != "cpu" or mask.dim() != 2:
+        return None
+    B, L = mask.shape
+    n_real = int(batch.hist_len.sum())
+    if n_real == 0 or n_real >= PACK_BELOW * B * L:
+        return None
+    pos = mask.reshape(-1).nonzero().squeeze(1)
+    return pos, torch.div(pos, L, rounding_mode="floor")
+
+
+def pool_rows(x: torch.Tensor, row: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The sum of the packed rows ``x`` [P, D] of each sample: [n_rows, D] (0 for a sample without any)."""
+    return x.new_zeros(n_rows, x.shape[-1]).index_add(0, row, x)
 
 
 def masked_pool(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

@@ -61,11 +61,18 @@ def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compil
     return False
 
 
+# Tables smaller than this many weights keep dense gradients: their whole-table passes cost less than
+# the sort that sums a sparse gradient's repeated rows (LR's 63,001 x 1 item weights trained 20%
+# slower row-wise on Electronics; DIN's 63,001 x 18 item table 2x faster).
+MIN_ROW_TABLE = 1 << 17
+
+
 def use_row_gradients(model: nn.Module) -> int:
-    """Switch every ``nn.Embedding`` of ``model`` to sparse (row-wise) gradients; returns how many."""
+    """Switch the ``nn.Embedding`` tables of ``model`` with at least ``MIN_ROW_TABLE`` weights to
+    sparse (row-wise) gradients; returns how many."""
     n = 0
     for module in model.modules():
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, nn.Embedding) and module.weight.numel() >= MIN_ROW_TABLE:
             module.sparse = True
             n += 1
     return n
