@@ -63,3 +63,28 @@ def test_packing_is_chosen_by_the_share_of_real_positions():
     assert unit.packed_scores(q, k, full) is None
     unit_outer = LocalActivationUnit(6, [8, 4], PReLU, "outer").double()
     assert unit_outer.packed_scores(q, k, mask) is None
+
+
+@pytest.mark.parametrize("name, overrides", [("base", {}), ("base", {"pooling": "mean"}), ("wdl", {}), ("pnn", {}),
+                                             ("deepfm", {}), ("din", {}), ("din", {"attention_softmax": True})])
+def test_models_on_packed_histories_equal_padded(tiny_dataset, monkeypatch, name, overrides):
+    """Every model with a packed path: the same logits and gradients whether a batch runs on its real
+    positions (PACK_BELOW above any share) or padded (PACK_BELOW 0), in training mode."""
+    from test_models import make
+
+    from ctrbench.data.batches import Batcher
+    from ctrbench.nn import layers
+
+    _, batch = next(iter(Batcher(tiny_dataset, "train", 64, 20, shuffle=True, bucket=0, seed=4)))
+    out = {}
+    for below in (0.0, 1.1):
+        monkeypatch.setattr(layers, "PACK_BELOW", below)
+        assert (layers.packed_positions(batch) is not None) == (below > 1)
+        model = make(name, tiny_dataset, **overrides).double().train()
+        logits = model(batch).logits
+        (logits * torch.linspace(-1, 1, len(logits), dtype=logits.dtype)).sum().backward()
+        out[below] = (logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(out[1.1][0], out[0.0][0], rtol=1e-10, atol=1e-12)
+    assert out[1.1][1].keys() == out[0.0][1].keys()
+    for k, g in out[0.0][1].items():
+        torch.testing.assert_close(out[1.1][1][k], g, rtol=1e-9, atol=1e-12, msg=k)
