@@ -35,18 +35,21 @@ def _inputs():
 @pytest.mark.parametrize("softmax", [False, True])
 def test_packed_equals_padded(act, softmax):
     q, k, mask = _inputs()
+    B, L = mask.shape
+    pos = mask.reshape(-1).nonzero().squeeze(1)
+    row = pos // L
     results = {}
-    for pack_below in (0.0, 1.0):  # never pack, always pack (13/35 real < 1.0)
+    for packed in (False, True):
         unit = _unit(act, softmax).train()
-        unit.pack_below = pack_below
         qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
-        if pack_below == 1.0:
-            assert unit.packed_scores(qq, kk, mask) is not None
-        w = unit(qq, kk, mask)
+        if packed:
+            w = torch.zeros(B * L, dtype=q.dtype).index_put((pos,), unit.forward_packed(qq, kk.reshape(B * L, 6)[pos], row, pos, mask.shape)).view(B, L)
+        else:
+            w = unit(qq, kk, mask)
         (w * torch.linspace(-1, 1, w.numel(), dtype=w.dtype).view_as(w)).sum().backward()
         grads = [p.grad.clone() for p in unit.parameters()]
-        results[pack_below] = (w.detach(), qq.grad, kk.grad, grads)
-    padded, packed = results[0.0], results[1.0]
+        results[packed] = (w.detach(), qq.grad, kk.grad, grads)
+    padded, packed = results[False], results[True]
     torch.testing.assert_close(packed[0], padded[0], rtol=1e-12, atol=1e-12)
     assert (packed[0][~mask] == 0).all()
     torch.testing.assert_close(packed[1], padded[1], rtol=1e-10, atol=1e-12)
@@ -55,14 +58,19 @@ def test_packed_equals_padded(act, softmax):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_packing_is_chosen_by_the_share_of_real_positions():
-    q, k, mask = _inputs()
-    unit = _unit(PReLU, False)
-    assert unit.packed_scores(q, k, mask) is not None  # 13 / 35 < 0.6
+def test_packing_is_chosen_by_the_share_of_real_positions_and_the_switch():
+    from ctrbench.data.schema import Batch
+    from ctrbench.nn.layers import packed_positions
+
+    _, _, mask = _inputs()
+    lens = mask.sum(1)
+    z = torch.zeros(len(lens), dtype=torch.long)
+    batch = Batch(user=z, item=z, cate=z, label=z.float(), hist_item=mask.long(), hist_cate=mask.long(), hist_mask=mask, hist_len=lens)
+    pos, row = packed_positions(batch)  # 13 / 35 real < 0.6
+    assert pos.tolist() == mask.reshape(-1).nonzero().squeeze(1).tolist() and row.tolist() == (pos // mask.shape[1]).tolist()
+    assert packed_positions(batch, enabled=False) is None
     full = torch.ones_like(mask)
-    assert unit.packed_scores(q, k, full) is None
-    unit_outer = LocalActivationUnit(6, [8, 4], PReLU, "outer").double()
-    assert unit_outer.packed_scores(q, k, mask) is None
+    assert packed_positions(Batch(**{**batch.__dict__, "hist_mask": full, "hist_len": full.sum(1)})) is None
 
 
 @pytest.mark.parametrize("name, overrides", [("base", {}), ("base", {"pooling": "mean"}), ("wdl", {}), ("pnn", {}),
@@ -81,6 +89,9 @@ def test_models_on_packed_histories_equal_padded(tiny_dataset, monkeypatch, name
         monkeypatch.setattr(layers, "PACK_BELOW", below)
         assert (layers.packed_positions(batch) is not None) == (below > 1)
         model = make(name, tiny_dataset, **overrides).double().train()
+        for m in model.modules():  # what the trainer does for trainer.pack_histories=true
+            if hasattr(m, "pack_histories"):
+                m.pack_histories = True
         logits = model(batch).logits
         (logits * torch.linspace(-1, 1, len(logits), dtype=logits.dtype)).sum().backward()
         out[below] = (logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})

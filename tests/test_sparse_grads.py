@@ -79,7 +79,7 @@ def test_table_setup_trains_the_same_with_row_and_dense_gradients(tiny_dataset, 
     runs = {}
     for setting in ("false", "auto"):
         t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=din_table3", "+row=din_table3/din",
-                         f"trainer.sparse_embeddings={setting}")
+                         f"trainer.sparse_embeddings={setting}", "trainer.pack_histories=false")
         assert t.sparse_embeddings == (setting == "auto")
         assert all(m.sparse == (setting == "auto") for m in t.model.modules() if isinstance(m, nn.Embedding))
         losses = []
@@ -91,3 +91,20 @@ def test_table_setup_trains_the_same_with_row_and_dense_gradients(tiny_dataset, 
     assert runs["auto"][0] == pytest.approx(runs["false"][0], rel=1e-5)
     for k, v in runs["false"][1].items():
         torch.testing.assert_close(runs["auto"][1][k], v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, packs", [((), False), (("+experiment=din_table3",), True),
+                                              (("trainer.pack_histories=true",), True),
+                                              (("+experiment=din_table3", "trainer.pack_histories=false"), False)])
+def test_which_runs_pack_their_histories(tiny_dataset, tmp_path, overrides, packs):
+    """auto: uniformly shuffled batches (the table setups) pack; the default, length-bucketed, does not."""
+    t = fast_trainer(tiny_dataset, tmp_path / "run", *overrides)
+    assert t.pack_histories == packs
+    assert all(m.pack_histories == packs for m in t.model.modules() if hasattr(m, "pack_histories"))
+
+
+def test_pack_histories_bad_value():
+    from ctrbench.train.loop import resolve_pack_histories
+
+    with pytest.raises(ConfigError, match="trainer.pack_histories='yes' is invalid"):
+        resolve_pack_histories("yes", 0)

@@ -22,9 +22,15 @@ class CTRModel(nn.Module):
 
     ``eval_rows_cpu``: the evaluation batch size on CPU when ``trainer.eval_batch_size`` is null
     (``evaluate.default_eval_batch_size``); ``eval_positions_cpu``: if set, evaluation batches on
-    CPU then also hold at most this many history positions (``evaluate.resolve_eval_positions``)."""
+    CPU then also hold at most this many history positions (``evaluate.resolve_eval_positions``).
+
+    ``pack_histories``: whether a mostly padded batch on CPU runs on its real history positions
+    (``nn.layers.packed_positions``: the same values up to float rounding); set per run by the
+    trainer from ``trainer.pack_histories``. Off by default, so that a model built alone, and every
+    run that does not ask for it, computes exactly what the padded form computes."""
 
     compilable = True
+    pack_histories = False
     eval_rows_cpu = 2048
     eval_positions_cpu: int | None = None
 

@@ -33,6 +33,6 @@ class DeepFM(CTRModel):
         self.mlp = MLP(self.fields.n_fields * embedding_dim, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        f = self.fields(batch)
+        f = self.fields(batch, self.pack_histories)
         logit = self.linear(batch) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
         return ModelOutput(logits=logit)

@@ -104,9 +104,8 @@ class DIEN(CTRModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         mask = batch.hist_mask
-        negatives = self.training and self.aux_alpha > 0 and batch.neg_hist_item is not None
-        # target, history (and the auxiliary loss's negatives): one lookup per embedding table
-        e_a, e_h, *e_neg = self.emb.target_and_history(batch, *([(batch.neg_hist_item, batch.neg_hist_cate)] if negatives else []))
+        e_a = self.emb.target(batch)
+        e_h = self.emb.history(batch)
         h = run_gru(self.extractor, e_h, batch.hist_len)  # [B, L, H], Eqs. (2)-(5)
         if self.evolution == "gru_att":
             # two-layer GRU attention: a second GRU over h, attention on *its* states, then pooling
@@ -121,8 +120,9 @@ class DIEN(CTRModel):
         x = torch.cat([e_a, pooled, *extra, interest, *self.emb.profile(batch)], dim=-1)
         logits = self.mlp(x).squeeze(-1)
         aux = None
-        if negatives:
-            aux = self.aux_alpha * auxiliary_loss(h, e_h, e_neg[0], mask, self.aux_net, self.aux_reduction)
+        if self.training and self.aux_alpha > 0 and batch.neg_hist_item is not None:
+            e_neg = self.emb.embed(batch.neg_hist_item, batch.neg_hist_cate)
+            aux = self.aux_alpha * auxiliary_loss(h, e_h, e_neg, mask, self.aux_net, self.aux_reduction)
         return ModelOutput(logits=logits, aux_loss=aux)
 
     def variant(self) -> dict:

@@ -55,14 +55,15 @@ class DIN(CTRModel):
         self.mlp = MLP(2 * D + (embedding_dim if use_user else 0), list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        packed = packed_positions(batch) if self.attention.inputs == "qk_diff_prod" else None
+        packed = packed_positions(batch, self.pack_histories and self.attention.inputs == "qk_diff_prod")
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
             pos, row = packed
             e_t, e_p = self.emb.target_and_packed_history(batch, pos)  # [B, D], [P, D]
             w = self.attention.forward_packed(e_t, e_p, row, pos, batch.hist_mask.shape)  # [P], Eq. (3)
             v_u = pool_rows(w.unsqueeze(1) * e_p, row, len(e_t))
         else:
-            e_t, e_h = self.emb.target_and_history(batch)  # [B, D], [B, L, D] (zero at padding)
+            e_t = self.emb.target(batch)  # [B, D]
+            e_h = self.emb.history(batch)  # [B, L, D], zero at padding
             w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
             v_u = torch.einsum("bl,bld->bd", w, e_h)
         x = torch.cat([e_t, v_u, *self.emb.profile(batch)], dim=-1)

@@ -40,15 +40,15 @@ class BaseModel(CTRModel):
         self.mlp = MLP(in_dim, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        packed = packed_positions(batch)
+        packed = packed_positions(batch, self.pack_histories)
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
             e_t, e_p = self.emb.target_and_packed_history(batch, packed[0])
             u = pool_rows(e_p, packed[1], len(e_t))
             if self.pooling == "mean":
                 u = u / batch.hist_len.clamp(min=1).unsqueeze(1).to(u.dtype)
         else:
-            e_t, e_h = self.emb.target_and_history(batch)
-            u = masked_pool(e_h, batch.hist_mask, self.pooling)
+            e_t = self.emb.target(batch)
+            u = masked_pool(self.emb.history(batch), batch.hist_mask, self.pooling)
         x = torch.cat([e_t, u, *self.emb.profile(batch)], dim=-1)
         return ModelOutput(logits=self.mlp(x).squeeze(-1))
 

@@ -17,17 +17,23 @@ class FieldEmbeddings(nn.Module):
         self.emb = ItemEmbeddings(vocab, dim, use_user)
         self.n_fields = 4 + (1 if use_user else 0)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """[B, n_fields, dim]"""
-        packed = packed_positions(batch)
+    def forward(self, batch: Batch, pack: bool = False) -> torch.Tensor:
+        """[B, n_fields, dim]; ``pack``: the model's ``pack_histories`` (nn/layers.packed_positions)."""
+        packed = packed_positions(batch, pack)
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
-            e_t, e_p = self.emb.target_and_packed_history(batch, packed[0])
+            e_t, e_p = self.emb.target_and_packed_history(batch, packed[0])  # [item; cate], one lookup per table
             pooled = pool_rows(e_p, packed[1], len(e_t))
+            d = self.emb.dim
+            f = [e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *self.emb.profile(batch)]
         else:
-            e_t, e_h = self.emb.target_and_history(batch)  # [B, 2 dim], [B, L, 2 dim]: [item; cate], one lookup per table
-            pooled = masked_pool(e_h, batch.hist_mask, "sum")
-        d = self.emb.dim
-        f = [e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *self.emb.profile(batch)]
+            m = batch.hist_mask
+            f = [
+                self.emb.item(batch.item),
+                self.emb.cate(batch.cate),
+                masked_pool(self.emb.item(batch.hist_item), m, "sum"),
+                masked_pool(self.emb.cate(batch.hist_cate), m, "sum"),
+                *self.emb.profile(batch),
+            ]
         return torch.stack(f, dim=1)
 
 

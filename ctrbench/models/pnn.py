@@ -42,7 +42,7 @@ class PNN(CTRModel):
         self.mlp = MLP(n * d + width, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        f = self.fields(batch)
+        f = self.fields(batch, self.pack_histories)
         parts = [f.flatten(1)]
         if self.product in ("inner", "both"):
             parts.append(inner_products(f))

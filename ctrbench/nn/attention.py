@@ -51,34 +51,13 @@ class LocalActivationUnit(nn.Module):
         self.first_act = act(hidden[0])
         self.rest = MLP(hidden[0], hidden[1:], act, out_dim=1)
 
-    # On CPU, when fewer than this share of a batch's [B, L] positions are real, the unit runs on the
-    # real positions only (``packed_scores``). Uniformly shuffled batches (the papers' training setup)
-    # are padded to their longest history: at batch 32 on Amazon Electronics about one position in
-    # six is real, and the MLP over padding was most of a DIN step's arithmetic.
-    pack_below = 0.6
-
-    def packed_scores(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """The unit's scores [B, L] computed on the real positions only (0 at padding), or None where
-        that does not pay (a GPU, whose padded batch costs no more; little padding; ``outer`` inputs).
-
-        The same first layer as ``first_layer``, W [q, k, q-k, q*k] + b = ((W_q + W_d) q + b)
-        + (W_k - W_d) k + W_p (q * k), on the P real (sample, position) pairs: two [P, D] x [D, H]
-        products instead of a [D, H] map per sample applied to all B x L positions; then the
-        activations (Dice's statistics over exactly the real rows) and the rest of the MLP on P rows."""
-        if self.inputs != "qk_diff_prod" or k.device.type != "cpu":
-            return None
-        B, L = mask.shape
-        flat = mask.reshape(-1)
-        n_real = int(flat.sum())
-        if n_real == 0 or n_real >= self.pack_below * B * L:
-            return None
-        pos = flat.nonzero().squeeze(1)  # [P] real positions of the flattened [B, L] grid
-        row = torch.div(pos, L, rounding_mode="floor")  # the sample of each
-        score = self.row_scores(q, k.reshape(B * L, self.dim).index_select(0, pos), row)
-        return score.new_zeros(B * L).index_put((pos,), score).view(B, L)
-
     def row_scores(self, q: torch.Tensor, kp: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-        """The unit's score [P] of each packed key kp [P, D] for its sample's query q[row] (``qk_diff_prod``)."""
+        """The unit's score [P] of each packed key kp [P, D] (the real positions of a batch's histories,
+        ``nn.layers.packed_positions``) for its sample's query q[row] (``qk_diff_prod``): the same first
+        layer as ``first_layer``, W [q, k, q-k, q*k] + b = ((W_q + W_d) q + b) + (W_k - W_d) k
+        + W_p (q * k), as two [P, D] x [D, H] products instead of a [D, H] map per sample applied to
+        all B x L positions; then the activations (Dice's statistics over exactly the real rows, as
+        the padded form's mask gives) and the rest of the MLP on P rows."""
         D, W, b = self.dim, self.first.weight, self.first.bias
         Wq, Wk, Wd, Wp = W[:, :D], W[:, D : 2 * D], W[:, 2 * D : 3 * D], W[:, 3 * D :]
         qp = q.index_select(0, row)
@@ -115,10 +94,8 @@ class LocalActivationUnit(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention weights w_j [B, L] (0 at padded positions)."""
-        score = self.packed_scores(q, k, mask)
-        if score is None:
-            hidden = self.first_act(self.first_layer(q, k), mask)
-            score = self.rest(hidden, mask).squeeze(-1)
+        hidden = self.first_act(self.first_layer(q, k), mask)
+        score = self.rest(hidden, mask).squeeze(-1)
         if self.softmax:
             score = score.masked_fill(~mask, float("-inf"))
             w = torch.softmax(score, dim=-1)

@@ -103,10 +103,6 @@ class ItemEmbeddings(nn.Module):
         """``[target(batch), the history's real positions pos (packed_positions) [P, D]]``, one lookup per table."""
         return self.embed_together((batch.item, batch.cate), (batch.hist_item.reshape(-1)[pos], batch.hist_cate.reshape(-1)[pos]))
 
-    def target_and_history(self, batch: Batch, *more: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-        """``[target(batch), history(batch), *(embed(i, c) for i, c in more)]``, one lookup per table."""
-        e_t, e_h, *rest = self.embed_together((batch.item, batch.cate), (batch.hist_item, batch.hist_cate), *more)
-        return [e_t, e_h * batch.hist_mask.unsqueeze(-1).to(e_h.dtype), *rest]
 
     def history(self, batch: Batch) -> torch.Tensor:
         e = self.embed(batch.hist_item, batch.hist_cate)
@@ -125,11 +121,12 @@ class ItemEmbeddings(nn.Module):
 PACK_BELOW = 0.6
 
 
-def packed_positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+def packed_positions(batch: Batch, enabled: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(pos, row)`` of a batch worth packing: the real positions of the flattened [B, L] history
-    grid, in order, and the sample each belongs to; None when the batch stays padded."""
+    grid, in order, and the sample each belongs to; None when the batch stays padded (and always when
+    not ``enabled``: a model's ``pack_histories``, set by the trainer from ``trainer.pack_histories``)."""
     mask = batch.hist_mask
-    if mask.device.type != "cpu" or mask.dim() != 2:
+    if not enabled or mask.device.type != "cpu" or mask.dim() != 2:
         return None
     B, L = mask.shape
     n_real = int(batch.hist_len.sum())

@@ -206,6 +206,16 @@ def lr_lambda(schedule: DictConfig, steps_per_epoch: int):
     raise ConfigError(f"unknown trainer.schedule.type {kind!r}: expected none, exponential or step")
 
 
+def resolve_pack_histories(setting, bucket: int) -> bool:
+    """``trainer.pack_histories``: ``auto`` packs uniformly shuffled batches (``trainer.bucket`` 0 or 1:
+    the papers' table setups, whose batches are mostly padding); length-bucketed batches (the
+    default) are little padding and stay padded, computing exactly what they always did."""
+    value = str(setting).lower() if setting is not None else "auto"
+    if value not in ("auto", "true", "false"):
+        raise ConfigError(f"trainer.pack_histories={setting!r} is invalid: expected auto, true or false")
+    return value == "true" or (value == "auto" and bucket <= 1)
+
+
 def training_setup(cfg: DictConfig) -> dict:
     """How the weights were trained, recorded in metrics.json's ``variant.training`` (and shown by
     ``ctrbench table``): optimizer and learning rate, (global) batch size, learning-rate schedule,
@@ -361,6 +371,11 @@ class Trainer:
         self.sparse_embeddings = sparse_grads.resolve(t.get("sparse_embeddings", "auto"), self.optimizer, self.dist.enabled, self.compiled)
         if self.sparse_embeddings:
             sparse_grads.use_row_gradients(self.model)
+        # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
+        self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
+        for module in self.model.modules():
+            if isinstance(module, CTRModel):
+                module.pack_histories = self.pack_histories
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
@@ -804,6 +819,7 @@ class Trainer:
             "threads_choice": threads_choice(),  # how: auto (idle cores), set, or the sweep's share of the cores
             "eval_batch_size": self.eval_batch_size,  # the rows actually used (trainer.eval_batch_size, or its auto choice)
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
+            "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {
                 **self.model.variant(),
