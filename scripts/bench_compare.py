@@ -36,13 +36,6 @@ from ctrbench.data.prepare import load_dataset  # noqa: E402
 from ctrbench.train.loop import Progress, Trainer  # noqa: E402
 
 
-def batches_forever(trainer: Trainer):
-    epoch = 0
-    while True:
-        trainer.train_batches.set_epoch(epoch)
-        for _, batch in trainer.train_batches:
-            yield batch
-        epoch += 1
 
 
 def main() -> None:
@@ -81,7 +74,7 @@ def main() -> None:
         trainer.setup(dataset)
         trainer.progress = Progress()
         trainer.model.train()
-        trainers[name], streams[name] = trainer, batches_forever(trainer)
+        trainers[name], streams[name] = trainer, trainer.train_batches.forever()
         for _ in range(a.warmup):
             trainer.train_step(next(streams[name]))
 

@@ -154,16 +154,6 @@ class Runner:
         return trainer
 
 
-def batches_forever(trainer):
-    """The training batches, epoch after epoch."""
-    epoch = 0
-    while True:
-        trainer.train_batches.set_epoch(epoch)
-        for _, batch in trainer.train_batches:
-            yield batch
-        epoch += 1
-
-
 def train_steps(trainer, it, n: int) -> tuple[int, float]:
     """(samples, last loss) of ``n`` whole training iterations."""
     samples, loss = 0, float("nan")
@@ -191,7 +181,7 @@ def measure(runner: Runner, model: str, batch: int, precision: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer = runner.trainer(cfg)
     device = trainer.device
-    it = batches_forever(trainer)
+    it = trainer.train_batches.forever()
     train_steps(trainer, it, a.warmup)
     sync(device)
     t0 = time.perf_counter()
@@ -223,7 +213,7 @@ def short_run(runner: Runner, device_name: str) -> dict:
 
     cfg = runner.compose("din", 32, "fp32", device_name, small=True)
     trainer = runner.trainer(cfg)
-    it = batches_forever(trainer)
+    it = trainer.train_batches.forever()
     _, loss = train_steps(trainer, it, runner.a.agree_steps)
     metrics, _ = evaluate(trainer.eval_model, trainer.test_batches, trainer.device, trainer.weighting, trainer.reg,
                           workers=trainer.eval_workers)

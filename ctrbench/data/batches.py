@@ -232,6 +232,15 @@ class Batcher:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Batch]]:
         return self.iterate(0)
 
+    def forever(self) -> Iterator[Batch]:
+        """The batches of epoch 0, 1, 2, ... without end (benchmarks that time a number of steps)."""
+        epoch = 0
+        while True:
+            self.set_epoch(epoch)
+            for _, batch in self:
+                yield batch
+            epoch += 1
+
 
 def position_bounds(sorted_len: torch.Tensor, max_rows: int, max_positions: int) -> list[tuple[int, int]]:
     """Cut rows sorted by history length (non-decreasing) into consecutive batches, each as long as
