@@ -12,7 +12,7 @@ from conftest import fast_trainer
 from ctrbench.train.evaluate import EVAL_ROWS_GPU, default_eval_batch_size, predict, resolve_eval_positions
 
 
-@pytest.mark.parametrize("model, rows, positions", [("din", 384, 8192), ("base", 2048, None), ("dien", 2048, None), ("lr", 2048, None)])
+@pytest.mark.parametrize("model, rows, positions", [("din", 384, 8192), ("base", 2048, None), ("dien", 2048, 204800), ("lr", 2048, None)])
 def test_auto_evaluation_batch_size_on_cpu(tiny_dataset, tmp_path, model, rows, positions):
     t = fast_trainer(tiny_dataset, tmp_path / "run", f"model={model}")
     assert t.cfg.trainer.eval_batch_size is None  # the default is auto

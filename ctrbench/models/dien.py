@@ -38,6 +38,10 @@ class DIEN(CTRModel):
     # the recurrences step over the real positions of each length group (packing, a Python loop
     # whose trip count is data): torch.compile breaks the graph at every step and was slower
     compilable = False
+    # evaluation batches on CPU hold at most 2,048 rows x 100 positions (what histories cut at the
+    # protocol's 100 gave): the DIEN protocol leaves evaluation histories uncut (dataset.eval_max_len),
+    # and a Books-size stream of 35,000 behaviours would otherwise pad a 2,048-row batch to 10 GB
+    eval_positions_cpu = 2048 * 100
 
     @property
     def has_unused_parameters(self) -> bool:
