@@ -263,15 +263,13 @@ def position_bounds(sorted_len: torch.Tensor, max_rows: int, max_positions: int)
     return out
 
 
-def eval_max_len(dataset: ProcessedDataset, max_len: int, setting=...) -> int:
+def eval_max_len(dataset: ProcessedDataset, setting) -> int:
     """How many of the most recent behaviours an evaluation sample's history keeps.
 
-    ``setting`` is ``dataset.eval_max_len``: absent (``...``) means the training cut ``max_len``
-    (the DIN protocol and the others); ``None`` means no cut, every earlier behaviour (the DIEN
-    protocol: the DIEN code's ``prepare_data`` cuts training histories to ``maxlen=100`` and leaves
-    test histories whole, papers.md §2.2); an integer >= 1 cuts at that length."""
-    if setting is ...:
-        return max_len
+    ``setting`` is ``dataset.eval_max_len``, read with the training cut ``dataset.max_len`` as its
+    default (the DIN protocol and the others have no such key); ``None`` means no cut, every earlier
+    behaviour (the DIEN protocol: the DIEN code's ``prepare_data`` cuts training histories to
+    ``maxlen=100`` and leaves test histories whole, papers.md §2.2); an integer >= 1 cuts there."""
     if setting is None:
         lengths = dataset.streams.lengths()
         return max(1, int(lengths.max()) if lengths.size else 1)

@@ -51,6 +51,11 @@ class LocalActivationUnit(nn.Module):
         self.first_act = act(hidden[0])
         self.rest = MLP(hidden[0], hidden[1:], act, out_dim=1)
 
+    def qk_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first layer's blocks for ``qk_diff_prod``: W = [W_q, W_k, W_d, W_p], each [H, D]."""
+        D, W = self.dim, self.first.weight
+        return W[:, :D], W[:, D : 2 * D], W[:, 2 * D : 3 * D], W[:, 3 * D :]
+
     def row_scores(self, q: torch.Tensor, kp: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
         """The unit's score [P] of each packed key kp [P, D] (the real positions of a batch's histories,
         ``nn.layers.packed_positions``) for its sample's query q[row] (``qk_diff_prod``): the same first
@@ -58,8 +63,8 @@ class LocalActivationUnit(nn.Module):
         + W_p (q * k), as two [P, D] x [D, H] products instead of a [D, H] map per sample applied to
         all B x L positions; then the activations (Dice's statistics over exactly the real rows, as
         the padded form's mask gives) and the rest of the MLP on P rows."""
-        D, W, b = self.dim, self.first.weight, self.first.bias
-        Wq, Wk, Wd, Wp = W[:, :D], W[:, D : 2 * D], W[:, 2 * D : 3 * D], W[:, 3 * D :]
+        b = self.first.bias
+        Wq, Wk, Wd, Wp = self.qk_weights()
         qp = q.index_select(0, row)
         per_sample = torch.addmm(b, q, (Wq + Wd).T)  # [B, H]
         first = torch.addmm(per_sample.index_select(0, row), kp, (Wk - Wd).T)
@@ -80,7 +85,7 @@ class LocalActivationUnit(nn.Module):
         """W . input(q, k) + b for every position: [B, D], [B, L, D] -> [B, L, H]."""
         D, W, b = self.dim, self.first.weight, self.first.bias
         if self.inputs == "qk_diff_prod":
-            Wq, Wk, Wd, Wp = W[:, :D], W[:, D : 2 * D], W[:, 2 * D : 3 * D], W[:, 3 * D :]
+            Wq, Wk, Wd, Wp = self.qk_weights()
             per_sample = torch.addmm(b, q, (Wq + Wd).T)  # [B, H]
             # (W_k - W_d) k + W_p (q * k) = M_b k with M_b = (W_k - W_d) + W_p diag(q_b): one [D, H]
             # map per sample, applied to every key by a batched product (half the multiply-adds of

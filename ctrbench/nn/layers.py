@@ -92,8 +92,6 @@ class ItemEmbeddings(nn.Module):
         The values are the same; the backward pass then scatters into each table's gradient once per
         step instead of once per lookup (a dense gradient is a whole-table buffer, zeroed and
         accumulated per lookup: most of a step's time with large tables and dense optimizers)."""
-        if len(pairs) == 1:
-            return [self.embed(*pairs[0])]
         shapes = [item.shape for item, _ in pairs]
         sizes = [item.numel() for item, _ in pairs]
         e = self.embed(torch.cat([i.reshape(-1) for i, _ in pairs]), torch.cat([c.reshape(-1) for _, c in pairs]))

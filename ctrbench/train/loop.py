@@ -393,7 +393,7 @@ class Trainer:
                 f"the '{select_split}' split is empty, so no model can be selected on it "
                 "(set dataset.protocol.valid_positions >= 1, or trainer.selection=last)"
             )
-        self.eval_max_len = eval_max_len(self.dataset, max_len, cfg.dataset.get("eval_max_len", ...))
+        self.eval_max_len = eval_max_len(self.dataset, cfg.dataset.get("eval_max_len", max_len))
 
         def eval_batches(split: str) -> Batcher:
             return Batcher(self.dataset, split, self.eval_batch_size, self.eval_max_len, max_positions=self.eval_positions)
