@@ -21,7 +21,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ctrbench.conf_paths import conf_dir
 from ctrbench.errors import UserError
+from ctrbench.streams import fail as _fail
 from ctrbench.streams import flush_quietly, say, tolerate_closed_stdout
 
 COMMANDS: dict[str, str] = {
@@ -36,16 +38,6 @@ POSITIONAL = {"table": "paths", "evaluate": "run_dir"}
 # Hydra flags that take a value (so that value is not a positional argument).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-
-
-def conf_dir() -> Path:
-    """The Hydra config folder: ``conf/`` of a source checkout (editable install), else the copy
-    shipped inside the wheel as ``ctrbench/conf``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "conf", here / "conf"):
-        if (candidate / "train.yaml").exists():
-            return candidate
-    raise UserError(f"ctrbench's config folder was not found (looked in {here.parent / 'conf'} and {here / 'conf'}); reinstall ctrbench")
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -309,13 +301,6 @@ def _job_failed(command: str, message: str) -> None:
     first = message.splitlines()[0] if message else "failed"
     say(f"ctrbench {command}: error: job {HydraConfig.get().job.num} ({run_dir}) failed: {first}\n")
     return None
-
-
-def _fail(command: str, message: str, code: int = 2, prefix: str = "error: ") -> None:
-    """Print the error (a closed stderr is not a second error) and exit with ``code``."""
-    say(f"ctrbench {command}: {prefix}{message}\n")
-    flush_quietly()  # a closed stdout must not turn the exit status into 120 at the interpreter's exit
-    raise SystemExit(code)
 
 
 def resume_args(args: list[str]) -> list[str]:

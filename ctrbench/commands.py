@@ -69,7 +69,7 @@ def run_train(cfg: DictConfig) -> float:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer.setup()
     verb = "resuming" if trainer.plan == "resume" else "training"
-    from ctrbench.train.loop import threads_used
+    from ctrbench.train.environment import threads_used
 
     log.info(
         f"{verb} {cfg.model.name} on {cfg.dataset.name}: {len(trainer.train_batches.user):,} training samples, "
@@ -154,7 +154,8 @@ def run_evaluate(cfg: DictConfig) -> dict:
     from ctrbench.atomic import atomic_write_text
     from ctrbench.train import checkpoint
     from ctrbench.train.evaluate import eval_batcher, evaluate
-    from ctrbench.train.loop import build_model, build_regularizer, resolve_device
+    from ctrbench.train.build import build_model, build_regularizer
+    from ctrbench.train.environment import resolve_device
 
     check_evaluate(cfg)
     if not cfg.run_dir:

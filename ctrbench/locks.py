@@ -68,7 +68,7 @@ def command_line() -> str:
 
 
 def _holder_record() -> dict:
-    from ctrbench.run_folder import _start_time
+    from ctrbench.processes import _start_time
 
     return {
         "pid": os.getpid(),
@@ -92,7 +92,7 @@ def describe_holder(holder: dict | None) -> str:
     """Who holds a lock, in words: ``pid 41872 on host node3 (`ctrbench prepare ...`), since ...``."""
     if not holder:
         return "another process (it has not said which: an older ctrbench, or one that is just starting)"
-    from ctrbench.run_folder import process_alive
+    from ctrbench.processes import process_alive
 
     who = f"pid {holder.get('pid')} on host {holder.get('host')} (`{holder.get('command')}`), since {holder.get('since')}"
     if holder.get("host") == socket.gethostname() and not process_alive(holder.get("pid"), holder.get("start_time")):

@@ -94,7 +94,7 @@ def _model_parameters(model_cfg: DictConfig, act_cfg: DictConfig | None, vocab: 
     """Number of parameters of the configured model, built on the meta device (no memory)."""
     import torch
 
-    from ctrbench.train.loop import build_model
+    from ctrbench.train.build import build_model
 
     act = act_cfg if act_cfg is not None else OmegaConf.create({"_target_": "ctrbench.nn.activations.PReLU", "_partial_": True})
     with torch.device("meta"):

@@ -127,6 +127,6 @@ class OutputFolders(Callback):
         except Exception:  # noqa: BLE001 - a config this check cannot read: Hydra goes on and reports it
             return
         if problem:
-            from ctrbench.cli import _fail
+            from ctrbench.streams import fail as _fail
 
             _fail(str(config.hydra.job.get("name") or "ctrbench"), problem)  # SystemExit(2): Hydra lets it through

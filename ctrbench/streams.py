@@ -78,3 +78,11 @@ def tolerate_closed_stdout() -> None:
         _to_devnull(console.file)
 
     console.on_broken_pipe = on_broken_pipe
+
+
+def fail(command: str, message: str, code: int = 2, prefix: str = "error: ") -> None:
+    """Print ``ctrbench <command>: error: <message>`` (a closed stderr is not a second error) and
+    exit with ``code``."""
+    say(f"ctrbench {command}: {prefix}{message}\n")
+    flush_quietly()  # a closed stdout must not turn the exit status into 120 at the interpreter's exit
+    raise SystemExit(code)

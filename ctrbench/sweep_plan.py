@@ -169,7 +169,7 @@ def make_plan(args: list[str], *, cores: int | None = None, cuda_devices: Callab
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from ctrbench.cli import conf_dir
+    from ctrbench.conf_paths import conf_dir
     from ctrbench.cores import usable_cores
 
     if any(a in _NOT_A_RUN for a in args):

@@ -86,7 +86,7 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     trainer = Trainer(cfg, run_dir=Path("."))
     trainer.setup(dataset)
-    from ctrbench.train.loop import Progress
+    from ctrbench.train.progress import Progress
 
     trainer.progress = Progress()
     trainer.model.train()

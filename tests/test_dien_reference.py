@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from ctrbench.data.batches import Batcher
-from ctrbench.train.loop import build_model
+from ctrbench.train.build import build_model
 
 from conftest import CONF, fast_trainer
 

@@ -34,15 +34,9 @@ from ctrbench.data.schema import Vocab
 from ctrbench.errors import ConfigError, UserError
 from ctrbench.memory_budget import check_memory_budget
 from ctrbench.train import checkpoint, loop
-from ctrbench.train.loop import (
-    Trainer,
-    act_cfg_without_name,
-    build_model,
-    build_regularizer,
-    lr_lambda,
-    resolve_device,
-    seed_everything,
-)
+from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda
+from ctrbench.train.environment import resolve_device, seed_everything
+from ctrbench.train.loop import Trainer
 
 
 @pytest.fixture(scope="module", autouse=True)

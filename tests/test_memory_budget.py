@@ -19,7 +19,7 @@ from ctrbench.memory_budget import (
     check_memory_budget,
     estimate_memory,
 )
-from ctrbench.train.loop import build_model
+from ctrbench.train.build import build_model
 
 
 def train_cfg(*overrides: str):

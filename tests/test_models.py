@@ -9,7 +9,7 @@ from ctrbench.data.batches import Batcher
 from ctrbench.data.schema import Batch
 from ctrbench.nn.activations import PReLU
 from ctrbench.nn.attention import LocalActivationUnit
-from ctrbench.train.loop import build_model
+from ctrbench.train.build import build_model
 
 from conftest import CONF
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from conftest import fast_trainer
 
 from ctrbench.errors import ConfigError
-from ctrbench.train.loop import resolve_precision
+from ctrbench.train.environment import resolve_precision
 
 MODELS = ["lr", "base", "wdl", "pnn", "deepfm", "din", "dien"]
 

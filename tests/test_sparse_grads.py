@@ -104,7 +104,7 @@ def test_which_runs_pack_their_histories(tiny_dataset, tmp_path, overrides, pack
 
 
 def test_pack_histories_bad_value():
-    from ctrbench.train.loop import resolve_pack_histories
+    from ctrbench.train.build import resolve_pack_histories
 
     with pytest.raises(ConfigError, match="trainer.pack_histories='yes' is invalid"):
         resolve_pack_histories("yes", 0)

@@ -86,7 +86,7 @@ def test_every_model_reg_act_combination_trains(tmp_path, tiny_dataset, model, r
 def test_lr_schedule_every_epochs():
     from omegaconf import OmegaConf
 
-    from ctrbench.train.loop import lr_lambda
+    from ctrbench.train.build import lr_lambda
 
     f = lr_lambda(OmegaConf.create({"type": "step", "gamma": 0.5, "every_steps": 7, "every_epochs": 2}), steps_per_epoch=10)
     assert [f(0), f(19), f(20), f(45)] == [1.0, 1.0, 0.5, 0.25]

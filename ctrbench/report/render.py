@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ctrbench.report import stats
 
-METRICS = ("auc", "gauc", "logloss")
-ORACLE_NOTE = "oracle: the Bayes-optimal score (the data's known click probability), a ceiling no model beats in expectation"
-METRIC_NAMES = {"auc": "AUC", "gauc": "GAUC", "logloss": "logloss"}
-TEXT_COLUMNS = ("dataset", "model", "act", "reg", "row", "failed/missing")
 
-if TYPE_CHECKING:
-    from ctrbench.report.table import Row, Section
+from ctrbench.report.sections import METRIC_NAMES, METRICS, ORACLE_NOTE, TEXT_COLUMNS, Row, Section  # noqa: F401 (re-exported)
 
 
 def frame(sections: list[Section]) -> pd.DataFrame:

@@ -26,268 +26,39 @@ Reliability (docs/reliability.md):
 from __future__ import annotations
 
 import csv
-import functools
-import inspect
 import json
 import logging
 import math
 import os
-import platform
-import random
-import resource
 import shlex
 import signal
-import threading
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import ctrbench
 from ctrbench.atomic import atomic_path, atomic_write_text
 from ctrbench.data.batches import Batcher, eval_max_len
 from ctrbench.data.prepare import load_dataset
-from ctrbench.data.schema import ProcessedDataset, Vocab
+from ctrbench.data.schema import ProcessedDataset
 from ctrbench.train.compiled import check_compile_available, compile_module
 from ctrbench.memory_budget import check_memory_budget
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
-from ctrbench.runtime import tune_malloc
-from ctrbench.streams import say
-from ctrbench.nn.activations import PReLU
 from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
-from ctrbench.train.regularizers import Regularizer
+from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_pack_histories, training_setup
+from ctrbench.train.environment import peak_memory_mb, resolve_device, resolve_precision, seed_everything, threads_choice, versions
+from ctrbench.train.progress import Clock, InterruptFlag, Progress, ProgressBar, TrainingInterrupted, history_line
 
 log = logging.getLogger("ctrbench")
 
 SELECTIONS = ("valid", "test_as_valid", "last")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# torch's thread count before ctrbench first set one (its default: the physical cores, or
-# OMP_NUM_THREADS), and how the last resolve_device chose the threads (metrics.json: threads_choice)
-_TORCH_DEFAULT_THREADS: int | None = None
-_THREADS_CHOICE = "torch's default"
-
-
-def threads_choice() -> str:
-    """How torch's thread count was chosen: ``auto: 1.9 of 2 cores idle``, ``set: device.threads=2``,
-    ``sweep: 2 jobs side by side on 2 cores`` (ctrbench.cores.choose_threads)."""
-    return _THREADS_CHOICE
-
-
-def threads_used() -> str:
-    """``2 threads (auto: 1.9 of 2 cores idle)``: for the line that starts a run."""
-    n = torch.get_num_threads()
-    return f"{n} thread{'s' if n != 1 else ''} ({_THREADS_CHOICE})"
-
-
-def resolve_device(device_cfg: DictConfig) -> torch.device:
-    """The torch device of ``device`` (``device.index``: that GPU; in a GPU sweep, the GPU this job's
-    worker claimed), after setting torch's CPU threads: ``device.threads``, or with 0 the idle cores
-    (ctrbench.cores; a planned sweep's jobs get their share of the cores, ctrbench.sweep_plan)."""
-    global _TORCH_DEFAULT_THREADS, _THREADS_CHOICE
-    from ctrbench.cores import choose_threads
-    from ctrbench.sweep_plan import job_gpu, job_plan
-
-    kind = device_cfg.type
-    if _TORCH_DEFAULT_THREADS is None:
-        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
-    threads, _THREADS_CHOICE = choose_threads(int(device_cfg.get("threads", 0) or 0), _TORCH_DEFAULT_THREADS, sweep=job_plan())
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
-    if device_cfg.get("tune_malloc", True):
-        tune_malloc()
-    if kind == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        kind = "cuda"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda was asked for, but torch sees no CUDA device (use device=cpu or device=auto)")
-        index = device_cfg.get("index")
-        if index is None:
-            index = job_gpu()
-        if index is None:
-            return torch.device("cuda")
-        n = torch.cuda.device_count()
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
-            raise ConfigError(f"device.index={index!r} is invalid: torch sees {n} CUDA device{'s' if n != 1 else ''} (0 to {n - 1})")
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if kind == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"unknown device.type {kind!r}: expected cpu, cuda or auto")
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_precision(device_cfg: DictConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``device.precision`` (None: plain fp32)."""
-    name = str(device_cfg.get("precision", "fp32") or "fp32")
-    if name not in PRECISIONS:
-        raise ConfigError(f"device.precision={name!r}: expected one of {', '.join(PRECISIONS)}")
-    if name == "fp16" and device.type != "cuda":
-        raise ConfigError("device.precision=fp16 needs a CUDA device (its gradient scaler is CUDA's); on CPU use bf16 or fp32")
-    return PRECISIONS[name]
-
-
-def build_model(model_cfg: DictConfig, act_cfg: DictConfig, vocab: Vocab) -> CTRModel:
-    """Instantiate ``model._target_`` with the vocabulary and the activation factory.
-
-    With ``act.in_attention=false`` a model's attention MLP keeps PReLU (the paper's baseline
-    activation) while every other hidden layer uses ``act``.
-    """
-    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
-    target = kwargs.pop("_target_")
-    kwargs.pop("name", None)
-    act_factory = instantiate(act_cfg_without_name(act_cfg))
-    cls = get_class(target)
-    if "attention_act" in inspect.signature(cls.__init__).parameters and not act_cfg.get("in_attention", True):
-        kwargs["attention_act"] = functools.partial(PReLU, init=0.1)
-    try:
-        model = cls(vocab=vocab, act=act_factory, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model '{model_cfg.get('name')}' does not accept this config: {e}") from None
-    except ValueError as e:
-        raise ConfigError(f"model '{model_cfg.get('name')}': {e}") from None
-    return model
-
-
-def act_cfg_without_name(act_cfg: DictConfig) -> DictConfig:
-    """The config minus the keys that describe it rather than its ``_target_``'s arguments."""
-    cfg = OmegaConf.to_container(act_cfg, resolve=True)
-    for key in ("name", "in_attention"):
-        cfg.pop(key, None)
-    return OmegaConf.create(cfg)
-
-
-def build_regularizer(reg_cfg: DictConfig) -> Regularizer:
-    cfg = OmegaConf.to_container(reg_cfg, resolve=True)
-    cfg.pop("name", None)
-    return instantiate(cfg)
-
-
-def schedule_period(schedule: DictConfig) -> tuple[str, int]:
-    """The decay period as configured: ``("every_epochs", n)`` when ``every_epochs`` is set, else
-    ``("every_steps", n)``."""
-    if schedule.get("every_epochs"):
-        return "every_epochs", int(schedule.every_epochs)
-    return "every_steps", int(schedule.get("every_steps", 1) or 1)
-
-
-def lr_lambda(schedule: DictConfig, steps_per_epoch: int):
-    """The learning-rate factor at a step: ``none``, or ``exponential`` / ``step`` decay by ``gamma``
-    every ``every_steps`` steps (or every ``every_epochs`` epochs, when that is set)."""
-    kind = schedule.get("type", "none")
-    gamma = float(schedule.get("gamma", 1.0))
-    unit, n = schedule_period(schedule)
-    every = n * max(steps_per_epoch, 1) if unit == "every_epochs" else n
-    if kind == "none":
-        return lambda step: 1.0
-    if kind == "exponential":
-        return lambda step: gamma ** (step / every)
-    if kind == "step":
-        return lambda step: gamma ** (step // every)
-    raise ConfigError(f"unknown trainer.schedule.type {kind!r}: expected none, exponential or step")
-
-
-def resolve_pack_histories(setting, bucket: int) -> bool:
-    """``trainer.pack_histories``: ``auto`` packs uniformly shuffled batches (``trainer.bucket`` 0 or 1:
-    the papers' table setups, whose batches are mostly padding); length-bucketed batches (the
-    default) are little padding and stay padded, computing exactly what they always did."""
-    value = str(setting).lower() if setting is not None else "auto"
-    if value not in ("auto", "true", "false"):
-        raise ConfigError(f"trainer.pack_histories={setting!r} is invalid: expected auto, true or false")
-    return value == "true" or (value == "auto" and bucket <= 1)
-
-
-def training_setup(cfg: DictConfig) -> dict:
-    """How the weights were trained, recorded in metrics.json's ``variant.training`` (and shown by
-    ``ctrbench table``): optimizer and learning rate, (global) batch size, learning-rate schedule,
-    gradient clipping, and length bucketing (0: uniformly shuffled batches)."""
-    t = cfg.trainer
-    kind = str(t.schedule.get("type", "none"))
-    schedule: str | dict = kind
-    if kind != "none":
-        unit, n = schedule_period(t.schedule)
-        schedule = {"type": kind, "gamma": float(t.schedule.get("gamma", 1.0)), unit: n}
-    bucket = int(t.bucket or 0)
-    return {
-        "optimizer": str(cfg.optim.get("name", cfg.optim.get("_target_", "?"))),
-        "lr": float(cfg.optim.lr),
-        "batch_size": int(t.batch_size),
-        "schedule": schedule,
-        "grad_clip": None if t.get("grad_clip") is None else float(t.grad_clip),
-        "bucket": bucket if bucket > 1 else 0,
-    }
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-def versions() -> dict:
-    import hydra
-    import pandas
-    import pyarrow
-
-    return {
-        "ctrbench": ctrbench.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pandas": pandas.__version__,
-        "pyarrow": pyarrow.__version__,
-        "hydra": hydra.__version__,
-    }
-
-
-@dataclass
-class Progress:
-    """What the loop tracks; all of it is saved in ``last.pt`` so that a resumed run continues the
-    same sequence of steps, evaluations and early-stopping decisions."""
-
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0  # batches of the current epoch already trained on
-    samples: int = 0
-    train_seconds: float = 0.0
-    eval_samples: int = 0
-    eval_seconds: float = 0.0
-    best: dict | None = None
-    bad_evals: int = 0
-    history: list[dict] = field(default_factory=list)
-    running_loss: float = 0.0  # sum of the step losses since the last evaluation
-    running_steps: int = 0
-    done: bool = False  # training has ended (max steps or early stopping); what is left is the test split
-    resumed_at: list[int] = field(default_factory=list)  # the steps this run was resumed from
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Progress":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training after its state was saved; the message says where and how to resume."""
-
 
 FAULTS = ("nan_at_step", "nan_grad_at_step", "kill_at_step", "interrupt_at_step")
 
@@ -319,7 +90,7 @@ class Trainer:
         self.plan = resume.plan(cfg, self.run_dir)
         self.last_path = self.run_dir / resume.LAST
         self._resume_state: dict | None = None
-        self._interrupt = _InterruptFlag()
+        self._interrupt = InterruptFlag()
         self.dist = distributed.DistContext()  # one process until setup() joins a DDP job
 
     # ---- set-up ---------------------------------------------------------------------------
@@ -661,9 +432,9 @@ class Trainer:
         p = self.progress
         patience = int(t.patience)
         faults = self.faults
-        bar = _ProgressBar(self.console, self.total_steps, enabled=bool(t.progress))
+        bar = ProgressBar(self.console, self.total_steps, enabled=bool(t.progress))
         self.model.train()
-        clock = _Clock(p)
+        clock = Clock(p)
         with bar:
             while not p.done and p.step < self.total_steps:
                 self.train_batches.set_epoch(p.epoch)
@@ -684,7 +455,7 @@ class Trainer:
                         clock.pause()
                         self.validate(p.running_loss / max(p.running_steps, 1))
                         p.running_loss, p.running_steps = 0.0, 0
-                        log.info(_history_line(p.history[-1]))
+                        log.info(history_line(p.history[-1]))
                         evaluated = True
                         if patience > 0 and p.bad_evals >= patience:
                             log.info(f"early stopping at step {p.step}: validation GAUC did not improve for {patience} evaluations")
@@ -839,96 +610,3 @@ class Trainer:
             atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2))
             self._write_status("completed", step=p.step, command=self.command)
         return metrics
-
-
-class _Clock:
-    """Training time in ``Progress.train_seconds``, paused around evaluations and checkpoints."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.p = progress
-        self.t0: float | None = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return self.p.train_seconds + (time.perf_counter() - self.t0 if self.t0 is not None else 0.0)
-
-    def pause(self) -> None:
-        if self.t0 is not None:
-            self.p.train_seconds += time.perf_counter() - self.t0
-            self.t0 = None
-
-    def resume(self) -> None:
-        self.t0 = time.perf_counter()
-
-
-class _InterruptFlag:
-    """While training, the first Ctrl-C (SIGINT) only sets ``requested``: the loop finishes its
-    step, saves and stops. A second one raises KeyboardInterrupt at once. Off the main thread (where
-    no signal handler can be installed) Ctrl-C keeps Python's behaviour."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "_InterruptFlag":
-        self.requested = False
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        # a closed stderr (`2>&1 | tee`, and Ctrl-C ended tee too) must not stop the saving
-        say("\nctrbench: Ctrl-C: saving the training state after this step (Ctrl-C again to stop at once)\n")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def _history_line(row: dict) -> str:
-    parts = [f"step {row['step']}", f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}"]
-    parts += [f"{k} {v:.4f}" for k, v in row.items() if k.startswith("valid_") and isinstance(v, float)]
-    return " | ".join(parts)
-
-
-class _ProgressBar:
-    """A rich progress bar: step, loss, samples/s and ETA (silent when disabled)."""
-
-    def __init__(self, console, total: int, enabled: bool) -> None:
-        self.enabled = enabled and console is not None
-        self.total = total
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TextColumn("{task.fields[sps]:,.0f} samples/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
-            self.task = self.bar.add_task("train", total=total, loss=float("nan"), sps=0.0)
-
-    def __enter__(self):
-        if self.enabled:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            try:
-                self.bar.stop()  # draws the bar a last time: its stdout may be closed (`| tee` and Ctrl-C)
-            except OSError:  # an older rich raises BrokenPipeError (the CLI makes a newer one go quiet)
-                self.enabled = False
-
-    def update(self, step: int, loss: float, sps: float) -> None:
-        if self.enabled:
-            self.bar.update(self.task, completed=step, loss=loss, sps=sps)
