@@ -4,7 +4,9 @@
     ctrbench train -m model=lr,base,din seed=1,2,3
     ctrbench prepare dataset=synthetic           build (or reuse) the processed dataset
     ctrbench evaluate outputs/2026-11-23/10-00-00 split=test
+    ctrbench export outputs/2026-11-23/10-00-00 format=all   TorchScript, ONNX and pt2 artifacts (+ JSON)
     ctrbench table outputs/multirun/...          AUC, GAUC and RelaImpr over runs
+    ctrbench report outputs/multirun/...         the same as one self-contained HTML page, with curves
 
 Every command takes Hydra's override syntax, ``-m/--multirun``, ``--cfg job`` and ``--help``.
 User errors (an unknown option, a bad value, a missing file) are printed as one line, without a
@@ -31,32 +33,36 @@ COMMANDS: dict[str, str] = {
     "prepare": "build the processed dataset of a dataset config (cached by a hash of its config) and report it",
     "evaluate": "re-score a saved run folder's best checkpoint on a split: ctrbench evaluate RUN_DIR split=test",
     "table": "results over run or multirun folders: ctrbench table PATH [PATH ...] [format=markdown output=F]",
+    "report": "the table, curves, RelaImpr, datasets and runs as one self-contained HTML page: ctrbench report PATH [output=F.html]",
+    "export": "a run's best checkpoint as a standalone scoring artifact: ctrbench export RUN_DIR format=torchscript|onnx|pt2|all",
+    "predict": "score new rows (or a split) with a run's best checkpoint: ctrbench predict RUN_DIR input=F output=F | split=test",
 }
 
 # Where each command's bare (non-override) arguments go.
-POSITIONAL = {"table": "paths", "evaluate": "run_dir"}
+POSITIONAL = {"table": "paths", "report": "paths", "evaluate": "run_dir", "export": "run_dir", "predict": "run_dir"}
 # Hydra flags that take a value (so that value is not a positional argument).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
-def config_groups() -> dict[str, list[str]]:
-    """Each config group in conf/ and its options."""
-    root = conf_dir()
-    groups = {}
-    for d in sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith(("_", "."))):
-        if d.relative_to(root).parts[0] == "hydra":
-            continue
-        groups[d.relative_to(root).as_posix()] = sorted(f.stem for f in d.glob("*.yaml"))
-    return groups
+def config_groups(search_path: list[str] | None = None) -> dict[str, list[str]]:
+    """Each config group in conf/ and its options; with ``search_path`` (Hydra's search-path entries,
+    ``conf_paths.user_search_path``), the groups and options of those folders join them."""
+    from ctrbench.conf_paths import group_options, search_roots
+
+    groups: dict[str, set[str]] = {}
+    for root in [conf_dir(), *search_roots(search_path or [])]:
+        for group, options in group_options(root).items():
+            groups.setdefault(group, set()).update(options)
+    return {g: sorted(groups[g]) for g in sorted(groups)}
 
 
 def print_help() -> None:
-    from rich.console import Console
+    from rich import get_console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    console = get_console()  # the shared console: quiet, not an error, when stdout is closed (tolerate_closed_stdout)
     console.print("[bold]ctrbench[/bold] — reproduce and compare click-through-rate models (DIN / DIEN papers)\n")
     console.print(escape("usage: ctrbench <command> [key=value ...] [-m] [--cfg job] [--help]\n"))
     t = Table(title="commands", show_header=False, box=None, padding=(0, 2))
@@ -88,6 +94,7 @@ def print_help() -> None:
         "  ctrbench train model=base trainer.max_epochs=5\n"
         "  ctrbench train -m model=lr,base,din seed=1,2,3\n"
         "  ctrbench table outputs/multirun/<date_time>\n"
+        "  ctrbench report outputs/multirun/<date_time>    one HTML page to e-mail or publish\n"
         "  ctrbench train --help                           a command's own config and overrides"
     ), soft_wrap=True)
 
@@ -153,7 +160,11 @@ def check_group_choices(args: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         raise UserError(str(e).splitlines()[0]) from None
-    groups = config_groups()
+    from ctrbench.conf_paths import is_shadowed, user_search_path
+
+    # the user's own configs too: --config-dir DIR, hydra.searchpath=[file://DIR] (docs/extending.md)
+    search_path = user_search_path(args)
+    groups = config_groups(search_path)
     # +row=<table>/<row>: the rows of every table, one group folder per table
     groups["row"] = [f"{g.split('/', 1)[1]}/{r}" for g, rows in groups.items() if g.startswith("row/") for r in rows]
     for o in parsed:
@@ -163,7 +174,33 @@ def check_group_choices(args: list[str]) -> None:
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
         for v in values:
             if v not in groups[group] and v != "null":
-                raise UserError(f"unknown {group} {v!r}: expected one of {', '.join(groups[group])}")
+                yours = "" if search_path else "; a config of your own: add its folder with --config-dir DIR (docs/extending.md)"
+                from ctrbench.hydra_errors import close_matches
+
+                close = close_matches(v, groups[group], n=1)
+                mean = f"did you mean {group}={close[0]}? " if close else ""
+                raise UserError(f"unknown {group} {v!r}: {mean}expected one of {', '.join(groups[group])}{yours}")
+            if search_path and is_shadowed(search_path, group, v):
+                sys.stderr.write(f"ctrbench: warning: your config folder's {group}/{v}.yaml is not used: ctrbench's own {group}={v} "
+                                 f"comes first on Hydra's search path (give yours another name; docs/extending.md)\n")
+
+
+def config_dirs_first(args: list[str]) -> list[str]:
+    """``args`` with each ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``) moved to the front:
+    Hydra's argparse takes the overrides as one run of words, and the CLI adds overrides after the
+    user's, so a flag between them (``model=mydin --config-dir conf``) would end that run."""
+    from ctrbench.conf_paths import CONFIG_DIR_FLAGS
+
+    flags, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a in CONFIG_DIR_FLAGS and i + 1 < len(args):
+            flags += [a, args[i + 1]]
+            i += 2
+            continue
+        (flags if a.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS)) else rest).append(a)
+        i += 1
+    return [*flags, *rest]
 
 
 def _add_override(args: list[str], override: str) -> list[str]:
@@ -207,7 +244,10 @@ def _run_hydra(command: str, task: Callable, args: list[str]) -> None:
     with planned_sweep(args) if multirun else nullcontext(args) as args:
         sys.argv = [f"ctrbench-{command}", *args]
         app = hydra.main(config_path=str(conf_dir()), config_name=command, version_base="1.3")(_guarded(command, task))
-        app()
+        from ctrbench.hydra_errors import one_line_config_errors
+
+        with one_line_config_errors(command):  # a typo'd key or option: one line with the closest valid ones, exit 2
+            app()
     if multirun:
         from ctrbench.sweep import take_last_sweep
 
@@ -232,6 +272,7 @@ def _guarded(command: str, task: Callable) -> Callable:
         except UserError as e:
             if _in_multirun_job(command):
                 return _job_failed(command, str(e))
+            _drop_unstarted_run_folder(command)
             _fail(command, str(e))
         except OmegaConfBaseException as e:
             key = getattr(e, "full_key", None)
@@ -239,6 +280,7 @@ def _guarded(command: str, task: Callable) -> Callable:
             msg = f"config error at '{key}': {msg}" if key else f"config error: {msg}"
             if _in_multirun_job(command):
                 return _job_failed(command, msg)
+            _drop_unstarted_run_folder(command)
             _fail(command, msg)
         except KeyboardInterrupt as e:
             _fail(command, str(e) or "interrupted", code=130, prefix="" if str(e) else "error: ")
@@ -258,6 +300,20 @@ def _guarded(command: str, task: Callable) -> Callable:
     wrapper.__name__ = command
     wrapper.__module__ = __name__
     return wrapper
+
+
+def _drop_unstarted_run_folder(command: str) -> None:
+    """A single run rejected before it trained leaves no run folder behind (``output_folders``)."""
+    if command != "train":
+        return
+    import contextlib
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from ctrbench.output_folders import remove_unstarted
+
+    with contextlib.suppress(Exception):  # the error itself matters more than its leftover folder
+        remove_unstarted(HydraConfig.get().runtime.output_dir)
 
 
 # OSErrors that say a file or folder cannot be written (or read) as asked: the user's to fix
@@ -334,11 +390,16 @@ def resume_args(args: list[str]) -> list[str]:
     if "hydra.run.dir" in keys:
         return args  # the run checks that the folder it was given is the one to resume
     if value == "auto":
-        found = _find_unfinished([a for a in overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
+        plain = [a for a in overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        from ctrbench.conf_paths import searchpath_override
+
+        plain += [o for o in [searchpath_override(args)] if o]  # configs of the user's own (docs/extending.md)
+        found = _find_unfinished(plain)
         if found is False:
             return args
         if found is None:
-            sys.stderr.write("ctrbench train: trainer.resume=auto: no unfinished run with this config: starting a new run\n")
+            why = _why_none_unfinished(plain)
+            sys.stderr.write(f"ctrbench train: trainer.resume=auto: no unfinished run with this config ({why}): starting a new run\n")
             return args
         sys.stderr.write(f"ctrbench train: trainer.resume=auto: continuing {found.resolve()}\n")
         return [*args, f"hydra.run.dir={_quote(str(found.resolve()))}"]
@@ -386,20 +447,94 @@ def _find_unfinished(overrides: list[str]):
     return find_unfinished(root, cfg)
 
 
+def _why_none_unfinished(overrides: list[str]) -> str:
+    from hydra import compose, initialize_config_dir
+
+    from ctrbench.train.resume import why_none_unfinished
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+        return why_none_unfinished(cfg.trainer.runs_dir, cfg)
+    except Exception:  # noqa: BLE001 - only the explanation is lost
+        return "no explanation: the config did not compose"
+
+
+# commands whose --help is built from their own config (ctrbench.command_help) rather than Hydra's,
+# which lists every config group on the search path, the training groups included
+HELP_FROM_CONFIG = ("table", "evaluate", "predict")
+# Hydra's mutually exclusive modes: a command line may use one
+MODE_FLAGS = {"-m": "-m", "--multirun": "-m", "--cfg": "--cfg", "-c": "--cfg", "--info": "--info", "-i": "--info",
+              "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
+
+
+def version_line() -> str:
+    """``ctrbench <version> (Python ..., torch ..., hydra-core ...)``, without importing torch."""
+    from importlib import metadata
+
+    def v(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"ctrbench {v('ctrbench')} (Python {python}, torch {v('torch')}, hydra-core {v('hydra-core')})"
+
+
+def command_help_text(command: str) -> str:
+    from ctrbench.command_help import command_help
+
+    positional = {"paths": "PATH [PATH ...] ", "run_dir": "RUN_DIR "}.get(POSITIONAL.get(command, ""), "")
+    return command_help(command, COMMANDS[command], f"ctrbench {command} {positional}[key=value ...] [--cfg job]", conf_dir())
+
+
+def check_one_mode(args: list[str]) -> None:
+    """Hydra runs one mode per command line: a run, a multirun (-m), --cfg, --info or
+    --shell-completion. Two of them (``-m ... --cfg job``) is one line here, not argparse's usage."""
+    used = []
+    for a in args:
+        flag = MODE_FLAGS.get(a.split("=", 1)[0] if a.startswith("--") else a)
+        if flag and flag not in used:
+            used.append(flag)
+    if len(used) < 2:
+        return
+    if "-m" in used and "--cfg" in used:
+        raise UserError("-m and --cfg do not go together (Hydra refuses -m with --cfg): --cfg job prints the config of one "
+                        "run, so drop -m and give each swept key one value; or drop --cfg to run the sweep")
+    raise UserError(f"{' and '.join(used)} do not go together: Hydra takes one of -m, --cfg, --info and --shell-completion")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("--version", "-V"):
+        say(version_line() + "\n", sys.stdout)
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
+        tolerate_closed_stdout()  # `ctrbench | head`: the help is cut, not an error (exit 0)
         print_help()
+        flush_quietly()
         return 0
     command, rest = argv[0], argv[1:]
     tolerate_closed_stdout()  # `ctrbench train | tee log` and Ctrl-C (tee gone too): the run still saves and stops cleanly
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "140"  # rich tables and logs unwrapped when piped or logged
     if command not in COMMANDS:
-        sys.stderr.write(f"ctrbench: error: unknown command {command!r}: expected one of {', '.join(COMMANDS)}\n")
+        from ctrbench.hydra_errors import close_matches
+
+        close = close_matches(command, COMMANDS, n=1)
+        mean = f"did you mean {close[0]}? " if close else ""
+        sys.stderr.write(f"ctrbench: error: unknown command {command!r}: {mean}(expected one of {', '.join(COMMANDS)})\n")
         return 2
+    if command in HELP_FROM_CONFIG and any(a in ("-h", "--help") for a in rest):
+        say(command_help_text(command), sys.stdout)
+        return 0
+    from ctrbench.conf_paths import working_folder_importable
+
+    working_folder_importable()  # a model of your own in this folder: model._target_=mydin.MyDIN (docs/extending.md)
     try:
-        rest = split_args(command, rest)
+        check_one_mode(rest)
+        rest = config_dirs_first(split_args(command, rest))
         check_group_choices(rest)
         if command == "train":
             rest = resume_args(rest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,6 +14,8 @@ from rich.table import Table
 from ctrbench.config_checks import check_dataset, check_evaluate, check_missing, check_train
 from ctrbench.errors import ConfigError, DataError, UserError
 from ctrbench.report.dataset_stats import dataset_table
+from ctrbench.streams import say
+from ctrbench.run_checks import check_evaluable, sweep_jobs  # noqa: F401 (used by the commands below; re-exported)
 
 log = logging.getLogger("ctrbench")
 
@@ -73,10 +76,14 @@ def run_train(cfg: DictConfig) -> float:
 
     log.info(
         f"{verb} {cfg.model.name} on {cfg.dataset.name}: {len(trainer.train_batches.user):,} training samples, "
-        f"{trainer.total_steps:,} steps of {cfg.trainer.batch_size} on {trainer.device} with {threads_used()}; run folder {run_dir}"
+        f"{trainer.total_steps:,} steps of {cfg.trainer.batch_size} on {trainer.device} with {threads_used()}; run folder {run_dir}; "
+        f"data folder {Path(cfg.paths.data_dir).resolve()} (paths.data_dir, or CTRBENCH_DATA_DIR)"
     )
+    started = time.monotonic()
     metrics = trainer.fit()
-    if main_rank:
+    if main_rank and _in_multirun():
+        say(job_line(metrics, run_dir, time.monotonic() - started) + "\n")  # one line per job; the sweep's table comes at its end
+    elif main_rank:
         console.print(results_table(metrics))
         console.print(f"run folder: {run_dir}")
     from ctrbench.train import distributed
@@ -104,6 +111,27 @@ def train_command() -> str:
         overrides = []
     kept = [o for o in overrides if not o.lstrip("+~").split("=", 1)[0].startswith(_NOT_RESUMED)]
     return " ".join(["ctrbench", "train", *(shlex.quote(o) for o in kept)])
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def job_line(m: dict, run_dir: Path, seconds: float) -> str:
+    """A finished sweep job in one line: ``job 3 · din_table3/din · seed 2 · test GAUC 0.7123 AUC
+    0.7011 logloss 0.5432 · 1m05s · <run folder>``."""
+    from ctrbench.sweep import format_duration
+
+    what = f"{m['experiment']}/{m['row']}" if m.get("experiment") and m.get("row") else f"{m['model']}/{m['act']}/{m['reg']}"
+    test = m.get("test") or {}
+    return (f"job {run_dir.name} done · {what} · seed {m['seed']} · test GAUC {_fmt(test.get('gauc'))} AUC {_fmt(test.get('auc'))} "
+            f"logloss {_fmt(test.get('logloss'))} · {format_duration(seconds)} · {run_dir}")
 
 
 def results_table(m: dict) -> Table:
@@ -143,6 +171,7 @@ def run_prepare(cfg: DictConfig) -> Path:
     t = dataset_table(m, path, built, paper)
     console = _console()
     console.print(t)
+    console.print(f"data folder: {Path(cfg.paths.data_dir).resolve()} (paths.data_dir, or the CTRBENCH_DATA_DIR environment variable)")
     return path
 
 
@@ -163,9 +192,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
     run = Path(cfg.run_dir)
     if not run.is_dir():
         raise DataError(f"run folder '{run}' does not exist")
-    for needed in ("config.yaml", "best.pt"):
-        if not (run / needed).exists():
-            raise DataError(f"'{run}' has no {needed}: expected a run folder written by `ctrbench train`")
+    check_evaluable(run)
     if cfg.split not in ("train", "valid", "test"):
         raise ConfigError(f"split={cfg.split!r}: expected train, valid or test")
     run_cfg = OmegaConf.load(run / "config.yaml")
@@ -191,10 +218,36 @@ def run_evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
+# ---- predict --------------------------------------------------------------------------------
+def run_predict(cfg: DictConfig) -> dict:
+    """``ctrbench predict RUN_DIR input=F output=F`` or ``split=test`` (ctrbench/serve/predict.py)."""
+    from ctrbench.serve.predict import run_predict as predict
+
+    return predict(cfg, _console())
+
+
+# ---- export ---------------------------------------------------------------------------------
+def run_export(cfg: DictConfig) -> list:
+    """The run's checkpoint as standalone scoring artifacts, each checked against the eager model
+    before it is written (``ctrbench.serve.export``)."""
+    from ctrbench.serve.export import export_run
+
+    if cfg.get("run_dir") and Path(cfg.run_dir).is_dir() and cfg.get("checkpoint", "best") == "best":
+        check_evaluable(Path(cfg.run_dir))  # a sweep folder or a run without best.pt: what it is, in one line
+    return export_run(cfg, console=_console())
+
+
 # ---- table ----------------------------------------------------------------------------------
 def run_table(cfg: DictConfig):
+    """The table over the run folders given: printed, and with ``format=markdown|csv|latex`` written
+    to ``output`` (default: ``results.<md|csv|tex>`` in the run or sweep folder read; ``-``: standard
+    output, instead of the terminal table). ``plot=true`` writes its figures beside ``output`` (or
+    in that folder). Each file written is named on the terminal."""
+    import difflib
+    import sys
+
     from ctrbench.report.collect import find_runs
-    from ctrbench.report.table import FORMATS, build_table, write_table
+    from ctrbench.report.table import FORMATS, LATEX_NOTE, SUFFIXES, build_table, default_folder, render_table, write_table
 
     check_missing(cfg)
     paths = list(cfg.paths or [])
@@ -202,7 +255,11 @@ def run_table(cfg: DictConfig):
         raise UserError("no run folder given: expected `ctrbench table PATH [PATH ...]` (a run or multirun folder)")
     fmt = cfg.format
     if fmt not in ("rich", None, *FORMATS):
-        raise ConfigError(f"format={fmt!r}: expected rich, {', '.join(FORMATS)}")
+        close = difflib.get_close_matches(str(fmt), ["rich", *FORMATS], n=1)
+        hint = f" (did you mean format={close[0]}?)" if close else ""
+        raise ConfigError(f"format={fmt!r}: expected rich, {', '.join(FORMATS)}{hint}")
+    output = None if cfg.output in (None, "") else str(cfg.output)
+    to_stdout = output == "-"
     plot = bool(cfg.get("plot", False))
     if plot:
         from ctrbench.report.plots import require_matplotlib
@@ -210,18 +267,78 @@ def run_table(cfg: DictConfig):
         require_matplotlib()  # a one-line error before any work when matplotlib is absent
     table = build_table(find_runs(paths))
     console = _console()
-    console.print(table.to_rich(notes=True))
-    if fmt not in ("rich", None):
-        suffix = {"markdown": "md", "latex": "tex"}.get(fmt, fmt)
-        out = cfg.output or f"results.{suffix}"
+    text = render_table(table, fmt) if fmt not in ("rich", None) else None
+    if text is not None and to_stdout:
+        # output=-: the file's text on standard output (to pipe or redirect), the messages on stderr
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        console.print(table.to_rich(notes=True))
+    folder = default_folder(paths)
+    if text is not None and not to_stdout:
+        out = Path(output) if output else folder / f"results.{SUFFIXES[fmt]}"
         write_table(table, fmt, out)
-        console.print(f"wrote {out}")
+        _tell(f"wrote {out}", to_stdout, console)
+    if fmt == "latex":
+        _tell(f"note: {LATEX_NOTE}", to_stdout, console)
     if plot:
         from ctrbench.report.plots import write_plots
 
-        folder = Path(cfg.output).parent if cfg.output else Path.cwd()
+        if output and not to_stdout:
+            folder = Path(output).parent
         written, warnings = write_plots(table, folder)
         for w in warnings:
-            console.print(f"note: {w}", markup=False)
-        console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+            _tell(f"note: {w}", to_stdout, console)
+        _tell(f"wrote {', '.join(str(p) for p in written)}", to_stdout, console)
     return table
+
+
+def _tell(message: str, to_stderr: bool, console) -> None:
+    """A line about what ``ctrbench table`` wrote: on the terminal, or on stderr when stdout carries the table."""
+    if to_stderr:
+        say(message + "\n")
+    else:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+# ---- report ---------------------------------------------------------------------------------
+def run_report(cfg: DictConfig) -> Path:
+    """One self-contained HTML page over the run folders given (``ctrbench.report.html``): the tables
+    of ``ctrbench table`` with curves, RelaImpr charts, the datasets' statistics and every run; written
+    to ``output`` (default: ``report.html`` in the run or sweep folder read)."""
+    from ctrbench.report.collect import find_runs
+    from ctrbench.report.html import write_report
+    from ctrbench.report.table import build_table, default_folder
+
+    check_missing(cfg)
+    paths = [str(p) for p in (cfg.paths or [])]
+    if not paths:
+        raise UserError("no run folder given: expected `ctrbench report PATH [PATH ...]` (a run or multirun folder)")
+    out = Path(str(cfg.output)) if cfg.get("output") not in (None, "") else default_folder(paths) / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"output={out}: expected a file name ending in .html")
+    records = find_runs(paths)
+    table = build_table(records)
+    data_dirs = [Path(str(cfg.data_dir))] if cfg.get("data_dir") else []
+    write_report(out, table, records, sources=paths, command=report_command(paths), title=cfg.get("title"), data_dirs=data_dirs)
+    _console().print(f"wrote {out} ({len(table.sections)} table{'s' if len(table.sections) != 1 else ''}, {len(records)} runs): "
+                     "one self-contained HTML file, open it in a browser", markup=False, highlight=False, soft_wrap=True)
+    return out
+
+
+def report_command(paths: list[str]) -> str:
+    """The command line that regenerates the report: ``ctrbench report`` with the folders and the
+    overrides given, after a ``cd`` to this folder when a folder was given relative to it."""
+    import os
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("paths=", "hydra"))]
+    except ValueError:  # not under Hydra (the Python API)
+        overrides = []
+    line = " ".join(["ctrbench", "report", *(shlex.quote(p) for p in paths), *(shlex.quote(o) for o in overrides)])
+    if any(not os.path.isabs(p) for p in paths):
+        line = f"cd {shlex.quote(os.getcwd())} && {line}"
+    return line

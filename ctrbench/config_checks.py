@@ -39,6 +39,12 @@ def _positive_float(cfg, key, optional=False):
         raise ConfigError(f"{key}={v!r} is invalid: expected a number > 0{extra}")
 
 
+def _non_negative_seconds(cfg, key):
+    v = _get(cfg, key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+        raise ConfigError(f"{key}={v!r} is invalid: expected a number of seconds >= 0")
+
+
 def check_train(cfg: DictConfig) -> None:
     check_missing(cfg)
     _int(cfg, "seed", 0, maximum=2**63 - 1)  # what torch.manual_seed takes
@@ -55,6 +61,7 @@ def check_train(cfg: DictConfig) -> None:
     _int(cfg, "trainer.bucket", 0)
     _int(cfg, "device.threads", 0)
     _positive_float(cfg, "trainer.grad_clip", optional=True)
+    _non_negative_seconds(cfg, "trainer.progress_every")
     _positive_float(cfg, "optim.lr")
     from ctrbench.memory_budget import KEY, check_budget_value
 
@@ -167,6 +174,7 @@ def check_model(cfg: DictConfig) -> None:
     from ctrbench.nn.attention import ATTENTION_INPUTS
     from ctrbench.nn.sequence import AUGRU_FORMULAS, EVOLUTIONS
 
+    check_model_class(cfg)
     for key in ("model.embedding_dim", "model.hidden"):
         if _has(cfg, key):
             _int(cfg, key, 1, maximum=MAX_WIDTH)
@@ -194,6 +202,7 @@ def check_act(cfg: DictConfig) -> None:
     """The keys of the activation configs."""
     from ctrbench.nn.activations import DICE_MODES
 
+    check_act_class(cfg)
     _bool(cfg, "act.in_attention")
     _number(cfg, "act.init")
     _number(cfg, "act.alpha_init")
@@ -221,7 +230,119 @@ def check_reg(cfg: DictConfig) -> None:
         cls = get_class(target)
     except Exception as e:  # noqa: BLE001 - hydra raises several kinds
         raise ConfigError(f"'reg._target_': cannot import {target!r} ({str(e).splitlines()[0]})") from None
+    from ctrbench.train.regularizers import Regularizer
+
+    if not issubclass(cls, Regularizer):
+        raise ConfigError(f"reg._target_={target!r} is not a Regularizer subclass: expected a class deriving from "
+                          "ctrbench.train.regularizers.Regularizer")
     try:
         cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"'reg' does not fit {target}: {e}") from None
+
+
+# ---- the class a config section names: any importable class of the right kind -------------------
+#
+# A group option is accepted for what its composed node holds, not for its name: a model, activation
+# or regularizer of the user's own (a config file on Hydra's search path, or ``model._target_=...``
+# on the command line; docs/extending.md) passes the same checks as the built-in ones.
+
+
+def import_target(target: str):
+    """The object a dotted path names (``mylab.models.MyDIN``), imported like Hydra's ``_target_``;
+    ImportError / AttributeError (or whatever the module raises) when it cannot be."""
+    import importlib
+
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+                continue  # this prefix is not a module: the name is an attribute of a shorter one
+            raise
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(f"No module named {parts[0]!r}", name=parts[0])
+
+
+def _target(cfg, key: str, what: str, example: str):
+    """``<key>._target_`` imported: one line naming the key when it is missing or cannot be imported."""
+    target = _get(cfg, f"{key}._target_")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"{key}._target_ is missing: expected the dotted path of {what}, e.g. {example}")
+    try:
+        return target, import_target(target)
+    except Exception as e:  # noqa: BLE001 - a user's module may raise anything on import
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise ConfigError(f"{key}._target_={target!r}: cannot import it ({reason}); expected {what}, importable from "
+                          "the folder ctrbench runs in or from an installed package") from None
+
+
+def _arguments(node: DictConfig, drop: tuple[str, ...]) -> dict:
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    return {k: v for k, v in kwargs.items() if k not in drop}
+
+
+def _fits_signature(key: str, target: str, obj, kwargs: dict, given: tuple[str, ...] = (), partial: bool = False) -> None:
+    """The config's keys are arguments ``obj`` takes (``given``: the ones ctrbench passes itself),
+    and, unless ``partial``, every argument it needs is there: one line naming the key otherwise."""
+    import inspect
+
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin): the constructor says it, if anything
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    for g in given:
+        if g not in named and not takes_any:
+            raise ConfigError(f"{key}._target_={target!r} does not take '{g}', which ctrbench passes it: expected "
+                              f"__init__(self, {', '.join(given)}, ...)")
+    if not takes_any:
+        unknown = [k for k in kwargs if k not in named]
+        if unknown:
+            options = ", ".join(sorted(named - set(given))) or "nothing besides " + ", ".join(given)
+            raise ConfigError(f"{key}.{unknown[0]} is not an argument of {target} (it takes {options})")
+    if not partial:
+        needed = [n for n, p in params.items() if p.default is p.empty and n not in given and n not in kwargs
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if needed:
+            raise ConfigError(f"{key}.{needed[0]} is missing: {target} needs it (add '{needed[0]}: ...' to its config)")
+
+
+def _node(cfg, key: str, example: str) -> DictConfig:
+    node = _get(cfg, key)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{key}={_plain(node)!r} is invalid: expected a config section with a _target_ ({example})")
+    return node
+
+
+def check_model_class(cfg: DictConfig) -> None:
+    """``model``: a ``name`` (what metrics.json records and ``ctrbench table`` shows) and a
+    ``_target_`` that is a CTRModel subclass taking the vocabulary, the activation and the config's
+    other keys (``ctrbench.train.build.build_model``)."""
+    from ctrbench.models.base import CTRModel
+
+    node = _node(cfg, "model", "model=din, or a model/<name>.yaml of your own")
+    name = node.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"model.name={_plain(name)!r} is invalid: expected the model's name (e.g. name: mydin in its "
+                          "config), which metrics.json records and `ctrbench table` shows")
+    target, cls = _target(cfg, "model", "a CTRModel subclass", "mylab.models.MyDIN")
+    if not (isinstance(cls, type) and issubclass(cls, CTRModel)) or cls is CTRModel:
+        raise ConfigError(f"model._target_={target!r} is not a CTRModel subclass: expected a class deriving from "
+                          "ctrbench.models.base.CTRModel whose forward(batch) returns a ModelOutput")
+    _fits_signature("model", target, cls, _arguments(node, ("_target_", "name")), given=("vocab", "act"))
+
+
+def check_act_class(cfg: DictConfig) -> None:
+    """``act``: a ``_target_`` that, given the config's other keys, is called with each hidden
+    layer's width (``_partial_: true``) to build that layer's activation."""
+    node = _node(cfg, "act", "act=prelu, or an act/<name>.yaml of your own")
+    target, obj = _target(cfg, "act", "an activation (an nn.Module class built as act(width))", "mylab.nn.MyAct")
+    if not callable(obj):
+        raise ConfigError(f"act._target_={target!r} is not callable: expected an activation class, built as act(width)")
+    _fits_signature("act", target, obj, _arguments(node, ("_target_", "_partial_", "name", "in_attention")), partial=True)

@@ -91,13 +91,31 @@ class SweepFailures(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         failed = failed_jobs(sweep_dir, self.started)
         LAST_SWEEP = {"dir": sweep_dir, "failed": failed}
+        from ctrbench.tracking import end_sweep
+
+        end_sweep(sweep_dir, bool(failed))  # tracking=mlflow: the sweep's parent run ends (never raises)
         monitor = stop_progress()
         if monitor is None:
             return
         monitor.poll()  # the last change, if the thread had not seen it
         total = monitor.total if monitor.total is not None else len(monitor.jobs)
+        print_summary(sweep_dir)
         say(f"sweep: {total} job{'s' if total != 1 else ''} done ({len(failed)} failed) in "
             f"{format_duration(time.time() - self.started - 1.0)}: {sweep_dir}; results: ctrbench table {shlex.quote(str(sweep_dir))}\n")
+
+
+def print_summary(sweep_dir: Path) -> None:
+    """The sweep's results table (as ``ctrbench table`` shows it, without its notes) once all jobs
+    have ended: the jobs themselves print one line each."""
+    try:
+        from rich import get_console
+
+        from ctrbench.report.collect import find_runs
+        from ctrbench.report.table import build_table
+
+        get_console().print(build_table(find_runs([sweep_dir])).to_rich(notes=False))
+    except Exception as e:  # noqa: BLE001 - a summary is a courtesy: `ctrbench table` says what is wrong
+        say(f"sweep: no summary table ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})\n")
 
 
 def take_last_sweep() -> dict | None:

@@ -185,6 +185,15 @@ def make_plan(args: list[str], *, cores: int | None = None, cuda_devices: Callab
     user_n_jobs = _int(keys["hydra.launcher.n_jobs"].value()) if "hydra.launcher.n_jobs" in keys and not keys["hydra.launcher.n_jobs"].is_sweep_override() else None
     # without a launcher of the user's, hydra.launcher.* are for the joblib launcher the plan adds
     compose_with = overrides if user_launcher else [o for o, p in zip(overrides, parsed) if not p.key_or_group.startswith("hydra.launcher.")]
+    # the user's config folders (--config-dir, which is not an override, and hydra.searchpath) as one override
+    from ctrbench.conf_paths import SEARCHPATH_KEY, searchpath_override
+
+    try:
+        searchpath = searchpath_override(args)
+    except Exception:  # noqa: BLE001 - a bad folder fails again, with the CLI's message
+        return None
+    if searchpath:
+        compose_with = [o for o in compose_with if o.lstrip("+~").split("=", 1)[0] != SEARCHPATH_KEY] + [searchpath]
     gh = GlobalHydra.instance()
     if gh.is_initialized():
         return None  # inside another Hydra app (the Python API): leave it alone

@@ -26,8 +26,9 @@ from ctrbench.errors import ConfigError, CorruptFile
 log = logging.getLogger("ctrbench")
 
 
-# Source settings that say where files are or how to fetch them, not what the data is.
-LOCATION_KEYS = ("raw_dir", "download")
+# Source settings that say where files are or how to fetch them, not what the data is (the files
+# themselves enter the key through the source's fingerprint).
+LOCATION_KEYS = ("raw_dir", "download", "path", "item_meta_path")
 
 
 def content_config(dataset_cfg: DictConfig, source=None) -> dict:
@@ -134,6 +135,7 @@ def _build(dataset_cfg: DictConfig, source, content: dict, target: Path, force: 
 
         shutil.rmtree(target)
     protocol = _construct(dataset_cfg.protocol, "dataset.protocol")
+    log.info(f"building the processed dataset '{name}' in {target} (once: later runs load it from there)")
     t0 = time.perf_counter()
     streams, item_cate, splits, info = source.build(protocol)
     extra = {

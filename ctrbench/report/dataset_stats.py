@@ -23,16 +23,25 @@ def _ours_for(samples_are: str, m: dict) -> int | None:
     return None
 
 
-def dataset_table(m: dict, path, built: bool, paper: dict | None) -> Table:
-    """A rich table of a processed dataset's manifest ``m``; ``paper`` is the dataset config's
-    published figures for this protocol (or None)."""
+WARNING = "warning"  # the label of a row that holds a source's warning
+
+
+def dataset_title(m: dict, path, built: bool) -> str:
     info = m.get("protocol", {})
-    t = Table(title=f"dataset {m['name']} · protocol {info.get('protocol', '?')} ({'built now' if built else 'cached'}): {path}")
-    t.add_column("what")
-    t.add_column("ours", justify="right")
-    if paper:
-        t.add_column(f"published ({paper.get('source', 'paper')})", justify="right")
-        t.add_column("difference", justify="right")
+    return f"dataset {m['name']} · protocol {info.get('protocol', '?')} ({'built now' if built else 'cached'}): {path}"
+
+
+def dataset_header(paper: dict | None) -> list[str]:
+    return ["what", "ours"] + ([f"published ({paper.get('source', 'paper')})", "difference"] if paper else [])
+
+
+def dataset_rows(m: dict, paper: dict | None) -> list[list[str]]:
+    """The statistics of a processed dataset's manifest ``m`` as rows of plain text (the columns of
+    ``dataset_header``): what ``ctrbench prepare`` prints and ``ctrbench report`` shows. ``paper``
+    is the dataset config's published figures for this protocol (or None); a row labelled
+    ``WARNING`` holds what the source found suspicious."""
+    info = m.get("protocol", {})
+    rows: list[list[str]] = []
     v = m["vocab"]
     enc = info.get("source", {}).get("encoded", {})
     ours = {
@@ -49,37 +58,54 @@ def dataset_table(m: dict, path, built: bool, paper: dict | None) -> Table:
             pub = paper.get(key)
             diff = None if pub is None or ours_v is None else ours_v - pub
             row += [_n(pub), "–" if diff is None else f"{diff:+,}"]
-        t.add_row(*row)
+        rows.append(row)
     extra = [""] * (2 if paper else 0)
-    t.add_row("behaviours", _n(m["rows"]["behaviours"]), *extra)
+    rows.append(["behaviours", _n(m["rows"]["behaviours"]), *extra])
     for s in ("train", "valid", "test"):
-        t.add_row(f"{s} samples", _n(m["rows"][s]), *extra)
+        rows.append([f"{s} samples", _n(m["rows"][s]), *extra])
     if "users_dropped_too_few_behaviours" in info:
-        t.add_row("users dropped (too few behaviours)", _n(info["users_dropped_too_few_behaviours"]), *extra)
+        rows.append(["users dropped (too few behaviours)", _n(info["users_dropped_too_few_behaviours"]), *extra])
     if enc.get("items_without_category") is not None:
-        t.add_row("items without category (unknown id 0)", _n(enc["items_without_category"]), *extra)
+        rows.append(["items without category (unknown id 0)", _n(enc["items_without_category"]), *extra])
     bad = sum(int(r.get("bad_lines_skipped", 0)) for r in (info.get("source", {}).get("bad_lines") or {}).values())
     if info.get("source"):
-        t.add_row("malformed lines skipped", _n(bad), *extra)
+        rows.append(["malformed lines skipped", _n(bad), *extra])
     for warning in info.get("source", {}).get("warnings") or []:  # what the source found suspicious
-        t.add_row("[bold yellow]warning[/]", Text(warning, style="yellow", justify="left"), *extra)
+        rows.append([WARNING, str(warning), *extra])
+    for note in info.get("source", {}).get("notes") or []:  # a choice the source made that the numbers do not show
+        rows.append(["note", str(note), *extra])
     st = m.get("stats", {})
     if st:
         b = st["behaviours_per_user"]
-        t.add_row("behaviours per user p50 / p90 / max", f"{b['p50']:.0f} / {b['p90']:.0f} / {b['max']:.0f}", *extra)
+        rows.append(["behaviours per user p50 / p90 / max", f"{b['p50']:.0f} / {b['p90']:.0f} / {b['max']:.0f}", *extra])
         h = st.get("train_history_length")
         if h:
-            t.add_row("train history length p10 / p50 / p90 / max", f"{h['p10']:.0f} / {h['p50']:.0f} / {h['p90']:.0f} / {h['max']:.0f}", *extra)
-        t.add_row(
+            rows.append(["train history length p10 / p50 / p90 / max", f"{h['p10']:.0f} / {h['p50']:.0f} / {h['p90']:.0f} / {h['max']:.0f}", *extra])
+        rows.append([
             "positive rate train / valid / test",
             " / ".join("–" if st["positive_rate"][s] is None else f"{st['positive_rate'][s]:.4f}" for s in ("train", "valid", "test")),
             *extra,
-        )
+        ])
     if m.get("oracle"):
         for s in ("valid", "test"):
             o = m["oracle"].get(s)
             if o:
-                t.add_row(f"oracle {s} AUC / GAUC", f"{o['auc']:.4f} / {o['gauc']:.4f}", *extra)
+                rows.append([f"oracle {s} AUC / GAUC", f"{o['auc']:.4f} / {o['gauc']:.4f}", *extra])
     if m.get("build_seconds") is not None:
-        t.add_row("build seconds", f"{m['build_seconds']:.1f}", *extra)
+        rows.append(["build seconds", f"{m['build_seconds']:.1f}", *extra])
+    return rows
+
+
+def dataset_table(m: dict, path, built: bool, paper: dict | None) -> Table:
+    """A rich table of a processed dataset's manifest ``m`` (``dataset_rows``)."""
+    from rich.markup import escape
+
+    t = Table(title=escape(dataset_title(m, path, built)))
+    for i, h in enumerate(dataset_header(paper)):
+        t.add_column(escape(h), justify="left" if i == 0 else "right")
+    for label, value, *extra in dataset_rows(m, paper):
+        if label == WARNING:
+            t.add_row("[bold yellow]warning[/]", Text(value, style="yellow", justify="left"), *extra)
+        else:
+            t.add_row(escape(label), escape(value), *extra)
     return t

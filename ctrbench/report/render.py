@@ -54,6 +54,41 @@ def latex(sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
+def html(sections: list[Section], headed: bool, level: int = 2) -> str:
+    """Each section as an HTML ``<table class="results">`` with the same header and cells as the
+    Markdown, LaTeX and CSV renderings (escaped), its title as an ``<h{level}>`` when ``headed`` and
+    its notes as a list. Rows carry classes (oracle, baseline, no-runs, failed) and the best mean
+    of the section's metric is bold, as in the terminal; ``ctrbench report`` builds its page around it."""
+    from html import escape
+
+    parts = []
+    for s in sections:
+        header, cells = _header(s), [_cells(s, r) for r in s.rows]
+        metric_col = header.index(METRIC_NAMES[s.metric])
+        best = max((r.mean.get(s.metric) for r in s.rows if not r.is_oracle and is_num(r.mean.get(s.metric))), default=None)
+        out = [f"<h{level}>{escape(s.title)}</h{level}>"] if headed else []
+        out.append('<table class="results">')
+        out.append("<thead><tr>" + "".join(f'<th class="{"text" if h in TEXT_COLUMNS else "num"}">{escape(h)}</th>' for h in header)
+                   + "</tr></thead>")
+        out.append("<tbody>")
+        for r, row in zip(s.rows, cells):
+            classes = [c for c, on in (("oracle", r.is_oracle), ("baseline", r.is_baseline), ("no-runs", r.no_runs),
+                                       ("failed", bool(r.n_failed or r.n_missing))) if on]
+            tds = []
+            for i, (h, c) in enumerate(zip(header, row)):
+                text = escape(c)
+                if i == metric_col and best is not None and not r.is_oracle and r.mean.get(s.metric) == best:
+                    text = f"<strong>{text}</strong>"
+                tds.append(f'<td class="{"text" if h in TEXT_COLUMNS else "num"}">{text}</td>')
+            cls = f' class="{" ".join(classes)}"' if classes else ""
+            out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
+        out.append("</tbody></table>")
+        if s.notes:
+            out.append('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in s.notes) + "</ul>")
+        parts.append("\n".join(out))
+    return "\n".join(parts)
+
+
 def rich(sections: list[Section], headed: bool, notes: bool = False, width: int | None = None):
     """The terminal rendering: one rich Table per section (a Group when there are several, or
     when ``notes`` puts each section's notes under it). A published-table section narrower than

@@ -71,6 +71,10 @@ class Section:
     spec: pub.TableSpec | None = None
     lookup: pub.Lookup | None = None
     metric: str = "gauc"
+    # the dataset's name when ``dataset`` is a processed dataset's folder name (runs of one dataset
+    # name on several processed datasets, see report.table); the published numbers are looked up by it
+    dataset_name: str | None = None
+    baseline: str | None = None  # the row key RelaImpr is measured against (an experiment of your own: its baseline_row)
 
     @property
     def is_experiment(self) -> bool:
@@ -79,15 +83,15 @@ class Section:
     @property
     def title(self) -> str:
         if not self.is_experiment:
-            return "runs outside a published table"
-        what = f"{self.spec.paper} {self.spec.table}" if self.spec else "(no published table of this name)"
+            return "runs outside a published table" + (f" · {self.dataset}" if self.dataset else "")
+        what = f"{self.spec.paper} {self.spec.table}" if self.spec else "your table (not a published one)"
         return f"{self.experiment} · {what} · {self.dataset} · metric {METRIC_NAMES[self.metric]}"
 
     @property
     def baseline_name(self) -> str:
         if self.spec:
             return self.spec.row_name(self.spec.baseline)
-        return "base"
+        return self.baseline or "base"
 
     @property
     def columns(self) -> list[pub.PublishedColumn]:

@@ -159,9 +159,12 @@ def _uniform(values: list[str]) -> str:
 
 
 def _experiment_section(experiment: str, dataset: str, records: list[RunRecord]) -> Section:
+    # the dataset's own name for the published numbers (``dataset`` is the processed dataset's
+    # folder name when runs of this name used several, see _by_processed_dataset)
+    name = next((str(r.raw["dataset_name"]) for r in records if r.raw.get("dataset_name")), dataset)
     spec = pub.get_table(experiment)
     metric = spec.metric if spec else "gauc"
-    baseline_key = spec.baseline if spec else "base"
+    baseline_key = spec.baseline if spec else _own_baseline(records)
     groups: dict[str, list[RunRecord]] = {}
     for rec in records:
         groups.setdefault(rec.row if rec.row is not None else rec.model, []).append(rec)
@@ -172,7 +175,7 @@ def _experiment_section(experiment: str, dataset: str, records: list[RunRecord])
         recs = groups.get(key, [])
         row = Row(dataset, _uniform([r.model for r in recs]) if recs else "", _uniform([r.act for r in recs]) if recs else "",
                   _uniform([r.reg for r in recs]) if recs else "", experiment=experiment, row_key=key,
-                  row_name=spec.row_name(key) if spec else key, no_runs=not recs, is_baseline=key == baseline_key)
+                  row_name=_row_name(spec, key), no_runs=not recs, is_baseline=key == baseline_key)
         rows.append(_aggregate(row, recs))
     oracle = _oracle_row(dataset, records, experiment=experiment)
     if oracle:
@@ -183,7 +186,7 @@ def _experiment_section(experiment: str, dataset: str, records: list[RunRecord])
     lookup = None
     if spec:
         one = next(iter(protocols)) if len(protocols) == 1 else None
-        lookup = pub.lookup(experiment, dataset, one)
+        lookup = pub.lookup(experiment, name, one)
         if len(protocols) > 1 and lookup.comparable:
             lookup = replace(lookup, comparable=False, reason="mixed protocols: " + _counts(protocols))
 
@@ -206,9 +209,30 @@ def _experiment_section(experiment: str, dataset: str, records: list[RunRecord])
                 ours = row.mean.get(metric)
                 if lookup.comparable and is_num(ours):
                     row.diff[c.label] = ours - mean
-    section = Section(rows=rows, experiment=experiment, dataset=dataset, spec=spec, lookup=lookup, metric=metric)
+    section = Section(rows=rows, experiment=experiment, dataset=dataset, spec=spec, lookup=lookup, metric=metric, dataset_name=name)
+    section.baseline = baseline_key
     section.notes = _experiment_notes(section, records, extra, base)
     return section
+
+
+# a row of a published table's experiment that is not one of the paper's rows (a model of your own,
+# +row=<table>/<your row>; docs/extending.md), unless published.json names it as a reference row
+NOT_IN_PAPER = "(not in the paper)"
+
+
+def _row_name(spec: pub.TableSpec | None, key: str) -> str:
+    if spec is None:
+        return key
+    if key in spec.row_keys or key in dict(spec.extra_rows):
+        return spec.row_name(key)
+    return f"{key} {NOT_IN_PAPER}"
+
+
+def _own_baseline(records: list[RunRecord]) -> str:
+    """The baseline row of an experiment of the user's own (no published table): the ``baseline_row``
+    its runs recorded (set in the experiment's config), else ``base``."""
+    named = Counter(str(r.raw["baseline_row"]) for r in records if r.raw.get("baseline_row"))
+    return named.most_common(1)[0][0] if named else "base"
 
 
 def _counts(c: Counter) -> str:
@@ -281,8 +305,8 @@ def _experiment_notes(s: Section, records: list[RunRecord], extra: list[str], ba
     by_name = {r.row_key: r.label for r in s.rows}
     # what the numbers are
     if spec is None:
-        notes.append(f"{s.experiment}: no published table of this name (ctrbench/report/published.json); rows in the order found, "
-                     "metric GAUC, RelaImpr against 'base'")
+        notes.append(f"{s.experiment}: an experiment of your own, not a published table (ctrbench/report/published.json): rows in "
+                     f"the order found, metric GAUC, RelaImpr against '{s.baseline_name}' (the experiment's baseline_row; default base)")
     if m == "gauc":
         notes.append("metric: GAUC, the user-weighted AUC of the DIN paper's Eq. (10) (the paper's 'AUC' column)")
     else:
@@ -305,7 +329,7 @@ def _experiment_notes(s: Section, records: list[RunRecord], extra: list[str], ba
             notes.append(f"Δ = ours − published, on {M} (mean over seeds)")
             if s.lookup.note:
                 notes.append(s.lookup.note)
-            for u in pub.unmapped(s.dataset):
+            for u in pub.unmapped(s.dataset_name or s.dataset):
                 v = u["values"].get(m)
                 if v:
                     notes.append(f"also published on {u['dataset']} and mapped to no row: {u['model']} {M} {published_number(v['mean'])} "
@@ -390,9 +414,42 @@ def _experiment_notes(s: Section, records: list[RunRecord], extra: list[str], ba
     return notes
 
 
+def _by_processed_dataset(records: list[RunRecord]) -> tuple[list[RunRecord], dict[str, str]]:
+    """Runs whose dataset name covers several processed datasets (the same name, different dataset
+    configs: a full run and a ``+debug=fast`` one are both 'synthetic') get the processed dataset's
+    own name (``<name>-<config hash>``, metrics.json ``dataset_dir``) as their dataset, so that each
+    gets its own table, rows and oracle; and a note naming them. Other runs are returned as they are."""
+    fingerprints: dict[str, Counter] = {}
+    for rec in records:
+        if rec.status != "missing":  # an unfinished run has no metrics.json to say (see collect)
+            fingerprints.setdefault(rec.dataset, Counter())[rec.dataset_dir] += 1
+    notes: dict[str, str] = {}
+    out = []
+    for rec in records:
+        seen = fingerprints.get(rec.dataset, Counter())
+        if len(seen) > 1:
+            if rec.dataset_dir:
+                label = rec.dataset_dir
+            elif rec.status == "missing":
+                label = f"{rec.dataset} (unfinished runs; processed dataset unknown)"
+            else:
+                label = f"{rec.dataset} (processed dataset not recorded)"
+            rec = replace(rec, dataset=label, raw={**rec.raw, "dataset_name": rec.dataset})
+        out.append(rec)
+    for name, seen in sorted(fingerprints.items()):
+        if len(seen) > 1:
+            listed = ", ".join(f"{fp or 'not recorded'} ({n} run{'s' if n > 1 else ''})" for fp, n in sorted(seen.items(), key=lambda kv: str(kv[0])))
+            notes[name] = (f"the '{name}' runs used {len(seen)} different processed datasets ({listed}): different dataset configs "
+                         "(e.g. +debug=fast), so each is a table of its own, with its own oracle; compare rows within a table only")
+    return out, notes
+
+
 def build_table(records: list[RunRecord]) -> ResultTable:
     """The report over ``records``: one section per (published table, dataset) for runs that carry
-    an ``experiment``, then the plain table of the other runs."""
+    an ``experiment``, then the plain table of the other runs, one per dataset when there are
+    several. A dataset is the processed dataset a run read: runs of one dataset name on different
+    processed datasets (different dataset configs) are never mixed in one table."""
+    records, mixed = _by_processed_dataset(records)
     sections: list[Section] = []
     by_key: dict[tuple[str, str], list[RunRecord]] = {}
     for rec in records:
@@ -406,8 +463,17 @@ def build_table(records: list[RunRecord]) -> ResultTable:
     for key in sorted(by_key, key=order):
         sections.append(_experiment_section(key[0], key[1], by_key[key]))
     plain = [r for r in records if not r.experiment]
-    if plain:
-        sections.append(_plain_section(plain))
+    datasets = sorted({r.dataset for r in plain})
+    for dataset in datasets:
+        section = _plain_section([r for r in plain if r.dataset == dataset] if len(datasets) > 1 else plain)
+        if len(datasets) > 1:
+            section.dataset = dataset
+        sections.append(section)
+        if len(datasets) == 1:
+            break
+    for s in sections:
+        names = {run.raw.get("dataset_name") for row in s.rows for run in row.runs} - {None}
+        s.notes = [mixed[n] for n in sorted(names)] + s.notes
     rows = [r for s in sections for r in s.rows]
     if len(sections) == 1:
         notes = list(sections[0].notes)
@@ -422,6 +488,27 @@ def write_table(table: ResultTable, fmt: str, path: str | Path) -> Path:
         raise UserError(f"unknown table format {fmt!r}: expected one of {', '.join(FORMATS)} (or rich, for the terminal only)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = {"markdown": table.to_markdown, "csv": table.to_csv, "latex": table.to_latex}[fmt]()
-    atomic_write_text(path, text)
+    atomic_write_text(path, render_table(table, fmt))
     return path
+
+
+def render_table(table: ResultTable, fmt: str) -> str:
+    """The table as Markdown, CSV or LaTeX text."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown table format {fmt!r}: expected one of {', '.join(FORMATS)} (or rich, for the terminal only)")
+    return {"markdown": table.to_markdown, "csv": table.to_csv, "latex": table.to_latex}[fmt]()
+
+
+SUFFIXES = {"markdown": "md", "csv": "csv", "latex": "tex"}
+LATEX_NOTE = ("the LaTeX uses booktabs rules (\\toprule, \\midrule, \\bottomrule): add \\usepackage{booktabs} to the "
+              "document's preamble")
+
+
+def default_folder(paths: list[str | Path]) -> Path:
+    """Where ``ctrbench table`` writes its files when no ``output`` is given: the run or sweep folder
+    it read (with several, the folder that holds them all)."""
+    import os
+
+    if len(paths) == 1:
+        return Path(paths[0])
+    return Path(os.path.commonpath([os.path.abspath(p) for p in paths]))

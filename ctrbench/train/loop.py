@@ -55,6 +55,7 @@ from ctrbench.train.optim import LazyAdam
 from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_pack_histories, training_setup
 from ctrbench.train.environment import peak_memory_mb, resolve_device, resolve_precision, seed_everything, threads_choice, versions
 from ctrbench.train.progress import Clock, InterruptFlag, Progress, ProgressBar, TrainingInterrupted, history_line
+from ctrbench import tracking
 
 log = logging.getLogger("ctrbench")
 
@@ -92,6 +93,7 @@ class Trainer:
         self._resume_state: dict | None = None
         self._interrupt = InterruptFlag()
         self.dist = distributed.DistContext()  # one process until setup() joins a DDP job
+        self.tracking = tracking.for_run(cfg.get("tracking"), self.run_dir)  # tracking=...: checked now, started in setup
 
     # ---- set-up ---------------------------------------------------------------------------
     def setup(self, dataset: ProcessedDataset | None = None) -> None:
@@ -99,6 +101,7 @@ class Trainer:
         seed_everything(int(cfg.seed))
         self.device = resolve_device(cfg.device)
         self.dist = distributed.setup(str(t.get("distributed", "none")), self.device, str(t.get("ddp_backend", "auto")))
+        self.tracking.open(main=self.dist.is_main)  # rank 0 only; a helper process imports its library while the data loads
         if self.dist.enabled:
             self.device = distributed.rank_device(self.device, self.dist.local_rank)
         self.amp_dtype = resolve_precision(cfg.device, self.device)
@@ -426,13 +429,15 @@ class Trainer:
             for name in ("metrics.json", "history.csv", resume.LAST, resume.BEST):
                 (self.run_dir / name).unlink(missing_ok=True)
         self._write_status("running", step=p.step, command=self.command)
+        self.tracking.start(self.cfg, p, resumed=self.plan == "resume")
 
     def _train(self) -> None:
         t = self.cfg.trainer
         p = self.progress
         patience = int(t.patience)
         faults = self.faults
-        bar = ProgressBar(self.console, self.total_steps, enabled=bool(t.progress))
+        bar = ProgressBar(self.console, self.total_steps, enabled=bool(t.progress), every_s=float(t.get("progress_every") or 0),
+                          bounded=patience > 0)
         self.model.train()
         clock = Clock(p)
         with bar:
@@ -445,6 +450,7 @@ class Trainer:
                     p.samples += len(batch) * self.dist.world  # the global batch (slices differ by at most 1)
                     p.running_loss += loss
                     p.running_steps += 1
+                    self.tracking.step(p, clock, self.scheduler)  # every tracking.log_every steps
                     if faults:
                         self._fault_hooks(p.step)
                     if p.step % 20 == 0 or p.step == self.total_steps:
@@ -454,12 +460,14 @@ class Trainer:
                     if p.step % self.eval_every == 0 or last:
                         clock.pause()
                         self.validate(p.running_loss / max(p.running_steps, 1))
+                        self.tracking.evaluated(p, clock, self.scheduler)
                         p.running_loss, p.running_steps = 0.0, 0
                         log.info(history_line(p.history[-1]))
                         evaluated = True
                         if patience > 0 and p.bad_evals >= patience:
                             log.info(f"early stopping at step {p.step}: validation GAUC did not improve for {patience} evaluations")
                             p.done = True
+                            bar.stopped_early(p.step)
                         clock.resume()
                     if last:
                         p.done = True
@@ -506,6 +514,7 @@ class Trainer:
                 "status": "interrupted", "step": p.step, "checkpoint_step": step, "resume_command": cmd if step is not None else None,
             })
             self._write_status("interrupted", step=p.step, checkpoint_step=step, command=self.command)
+            self.tracking.finish("interrupted")
         except Exception as e:  # noqa: BLE001 - still stop, and still say where the checkpoint is
             log.warning(f"could not record the interruption in {self.run_dir}: {e}")
         return TrainingInterrupted(f"interrupted at step {p.step}: {where}\n{hint}")
@@ -519,6 +528,7 @@ class Trainer:
                 "checkpoint_step": getattr(self, "_last_saved_step", None),
             })
             self._write_status("failed", step=step, reason=reason, command=self.command)
+            self.tracking.finish("failed")
         except Exception as e:  # noqa: BLE001 - the original error is the one to report (a full disk fails here too)
             log.warning(f"could not record the failure in {self.run_dir}: {e}")
 
@@ -550,6 +560,7 @@ class Trainer:
             # the data were split: what `ctrbench table` matches against the published numbers
             "experiment": cfg.get("experiment_name"),
             "row": cfg.get("row_name"),
+            "baseline_row": cfg.get("baseline_row"),  # an experiment of your own: its RelaImpr baseline (docs/extending.md)
             "protocol": manifest.get("protocol", {}).get("protocol"),
             "test": None,
             "valid_best": best,
@@ -574,7 +585,7 @@ class Trainer:
         base = self._base_metrics()
         metrics = {
             "status": "completed",
-            **{k: base[k] for k in ("dataset", "model", "act", "reg", "seed", "experiment", "row", "protocol")},
+            **{k: base[k] for k in ("dataset", "model", "act", "reg", "seed", "experiment", "row", "baseline_row", "protocol")},
             "test": test,
             "valid_best": base["valid_best"],
             "oracle": {"test": oracle["test"], "valid": oracle.get("valid")} if oracle else None,
@@ -609,4 +620,5 @@ class Trainer:
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2))
             self._write_status("completed", step=p.step, command=self.command)
+        self.tracking.finish("completed", metrics)
         return metrics

@@ -95,22 +95,35 @@ def history_line(row: dict) -> str:
 
 
 class ProgressBar:
-    """A rich progress bar: step, loss, samples/s and ETA (silent when disabled)."""
+    """What a user sees while training runs.
 
-    def __init__(self, console, total: int, enabled: bool) -> None:
+    On a terminal, a rich progress bar: step, loss, samples/s, elapsed time and the time left. With
+    early stopping on (``trainer.patience`` > 0) the run may end before its last step, so the time
+    left is shown as a bound ("ETA ≤"); when early stopping ends the run the bar is completed at
+    that step and says so. Off a terminal (a log file, a pipe, CI), a plain line every
+    ``every_s`` seconds instead (``trainer.progress_every``), so a long run is never silent between
+    evaluations. Silent when disabled (``trainer.progress=false``)."""
+
+    def __init__(self, console, total: int, enabled: bool, every_s: float = 30.0, bounded: bool = False) -> None:
         self.enabled = enabled and console is not None
         self.total = total
-        if self.enabled:
+        self.bounded = bounded
+        self.every_s = float(every_s)
+        self.console = console
+        self.live = self.enabled and bool(getattr(console, "is_terminal", False))
+        self.t0 = time.monotonic()
+        self.last_line = self.t0
+        if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn("[bold]train"),
+                TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.4f}"),
                 TextColumn("{task.fields[sps]:,.0f} samples/s"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
+                TextColumn("ETA ≤" if bounded else "ETA"),
                 TimeRemainingColumn(),
                 console=console,
                 transient=False,
@@ -118,17 +131,39 @@ class ProgressBar:
             self.task = self.bar.add_task("train", total=total, loss=float("nan"), sps=0.0)
 
     def __enter__(self):
-        if self.enabled:
+        if self.live:
             self.bar.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
+        if self.live:
             try:
                 self.bar.stop()  # draws the bar a last time: its stdout may be closed (`| tee` and Ctrl-C)
             except OSError:  # an older rich raises BrokenPipeError (the CLI makes a newer one go quiet)
-                self.enabled = False
+                self.live = False
 
     def update(self, step: int, loss: float, sps: float) -> None:
-        if self.enabled:
+        if self.live:
             self.bar.update(self.task, completed=step, loss=loss, sps=sps)
+        elif self.enabled:
+            now = time.monotonic()
+            if now - self.last_line >= self.every_s:
+                self.last_line = now
+                say(plain_progress_line(step, self.total, loss, sps, now - self.t0, self.bounded) + "\n")
+
+    def stopped_early(self, step: int) -> None:
+        """Early stopping ended training at ``step``: the bar ends there (not frozen at its old total)."""
+        if self.live:
+            self.bar.update(self.task, total=step, completed=step, description="train (stopped early)")
+
+
+def plain_progress_line(step: int, total: int, loss: float, sps: float, elapsed: float, bounded: bool) -> str:
+    """``train step 1,200/17,200 · loss 0.4821 · 23,950 samples/s · 0:01:02 elapsed · ≤ 0:11:40 left``."""
+    def clock(seconds: float) -> str:
+        seconds = int(max(seconds, 0))
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    left = (total - step) * elapsed / step if step else float("nan")
+    left_text = "?" if left != left else f"{'≤ ' if bounded else ''}{clock(left)}"
+    return (f"train step {step:,}/{total:,} · loss {loss:.4f} · {sps:,.0f} samples/s · "
+            f"{clock(elapsed)} elapsed · {left_text} left{' (early stopping may end it sooner)' if bounded else ''}")

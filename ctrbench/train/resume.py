@@ -8,9 +8,13 @@ full training state (see ``ctrbench.train.loop``), so such a run, or an interrup
 can be continued with ``trainer.resume=<run folder>``, in its own folder.
 
 **The same config**: two runs have the same config when their resolved configs are equal once the
-keys that cannot change a result are removed: ``trainer.resume``, ``trainer.progress``,
-``trainer.checkpoint_every``, ``trainer.runs_dir``, ``trainer.fault_injection`` (testing hooks) and
-``paths`` (where the data caches are, not what they hold; the dataset config itself is compared).
+keys that cannot change a result are removed: ``trainer.resume``, ``trainer.progress(_every)``,
+``trainer.checkpoint_every``, ``trainer.runs_dir``, ``trainer.fault_injection`` (testing hooks),
+``paths`` (where the data caches are, not what they hold; the dataset config itself is compared),
+how many threads compute (``device.threads``, ``trainer.eval_workers``), the allocator setting
+(``device.tune_malloc``) and ``tracking`` (where results are also sent). A run started with 1 thread
+continues with 2: float sums may then round differently, as on another machine, and nothing else
+changes.
 Hydra's own settings (``hydra.*``: run folders, launcher, logging) are not part of a run's config.
 """
 
@@ -32,7 +36,10 @@ STATUS_FILE = "status.json"
 LAST = "last.pt"
 BEST = "best.pt"
 # keys that never change what a run computes (see the module docstring)
-IGNORED_KEYS = ("trainer.resume", "trainer.progress", "trainer.checkpoint_every", "trainer.runs_dir", "trainer.fault_injection", "paths")
+IGNORED_KEYS = (
+    "trainer.resume", "trainer.progress", "trainer.progress_every", "trainer.checkpoint_every", "trainer.runs_dir", "trainer.fault_injection", "paths",
+    "device.threads", "device.tune_malloc", "trainer.eval_workers", "tracking",
+)
 FINAL = ("completed", "failed", "interrupted")
 
 
@@ -187,23 +194,45 @@ def plan(cfg: DictConfig, run_dir: Path) -> str:
     return "resume"
 
 
-def find_unfinished(root: str | Path, cfg: DictConfig) -> Path | None:
-    """The newest run under ``root`` (by the time of its last checkpoint) that has a ``last.pt``,
-    did not complete, is not being trained by a live process (runs marked running on another host
-    are left alone), and has the same config as ``cfg``."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    new = comparable_config(cfg)
+def _unfinished_runs(root: Path) -> list[tuple[float, str, Path]]:
+    """``(time of last.pt, path, run)`` of every run under ``root`` that has a ``last.pt``, did not
+    complete and is not being trained by a live process (runs marked running on another host are
+    left alone)."""
     found = []
     for last in root.rglob(LAST):
         run = last.parent
         if final_status(run) == "completed" or is_live(read_status(run)) is not False:
             continue
-        if run_config(run) != new:
-            continue
         try:
             found.append((last.stat().st_mtime, str(run), run))
         except OSError:
             continue
+    return found
+
+
+def find_unfinished(root: str | Path, cfg: DictConfig) -> Path | None:
+    """The newest unfinished run under ``root`` (by the time of its last checkpoint) with the same
+    config as ``cfg``."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    new = comparable_config(cfg)
+    found = [f for f in _unfinished_runs(root) if run_config(f[2]) == new]
     return max(found)[2] if found else None
+
+
+def why_none_unfinished(root: str | Path, cfg: DictConfig) -> str:
+    """Why ``find_unfinished`` found nothing, for its one-line message: no unfinished run at all, or
+    which keys of the newest unfinished run differ from ``cfg``."""
+    root = Path(root)
+    runs = _unfinished_runs(root) if root.is_dir() else []
+    if not runs:
+        return f"no unfinished run under {root}"
+    _, _, run = max(runs)
+    old = run_config(run)
+    if old is None:
+        return f"the newest unfinished run, {run}, has no readable config.yaml"
+    diffs = config_differences(old, comparable_config(cfg))
+    shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+    n = len(runs)
+    return f"{n} unfinished run{'s' if n != 1 else ''} under {root} with other configs; the newest, {run}, differs in {shown}"

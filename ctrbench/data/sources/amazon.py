@@ -76,6 +76,7 @@ from ctrbench.data.sources.raw import (
     Events,
     ItemMeta,
     LineErrors,
+    json_error_reason,
     open_binary,
     read_all_bytes,
     require_file,
@@ -231,7 +232,7 @@ def _json_lines(data: bytes, errors: LineErrors):
         try:
             obj = json.loads(raw)
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-            errors.bad(no, f"not valid JSON ({e})")
+            errors.bad(no, json_error_reason(e, raw))
             continue
         if not isinstance(obj, dict):
             errors.bad(no, f"not a JSON object (a {type(obj).__name__})")

@@ -99,16 +99,56 @@ def check_header(path: Path, expected: Sequence[str], delimiter: str, data: byte
     a UTF-8 byte-order mark ignored); else a DataError naming the file and the expected columns."""
     if data is not None:
         first = data[: data.find(b"\n")] if b"\n" in data else data
+        head = data[:4096]
     else:
         with open_binary(path) as f:
             first = f.readline(1 << 16)
+            head = first + f.read(max(0, 4096 - len(first)))
     text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
     got = [c.strip().strip('"') for c in text.split(delimiter)]
     if got != list(expected):
+        if looks_binary(head):
+            raise DataError(
+                f"{path}: not a text file (its first bytes are binary, e.g. a compressed or unrelated file); expected "
+                f"{delimiter.join(expected)} on its first line (is this the right file?)"
+            )
         raise DataError(
-            f"{path}: the header is {text[:200]!r}; expected the columns {delimiter.join(expected)} "
+            f"{path}: the header is {quote_start(text)}; expected the columns {delimiter.join(expected)} "
             f"(is this the right file?)"
         )
+
+
+HEADER_SHOWN = 60  # characters of a wrong header quoted in the error
+
+
+def quote_start(text: str, limit: int = HEADER_SHOWN) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters (``…`` and the length
+    when cut)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
+
+
+def looks_binary(data: bytes) -> bool:
+    """True when bytes are not text: a NUL byte, not UTF-8 (nor Latin-1 printable), or many control
+    characters."""
+    sample = data[:4096]
+    if not sample:
+        return False
+    if b"\0" in sample:
+        return True
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start >= len(sample) - 3:  # a character cut by the sample's end
+            text = sample[: e.start].decode("utf-8", errors="replace")
+        else:
+            text = sample.decode("latin-1")
+            high = sum(0x80 <= ord(c) < 0xA0 for c in text)
+            if high > len(text) // 20:
+                return True
+    control = sum(ord(c) < 32 and c not in "\t\r\n\f" for c in text)
+    return control > max(2, len(text) // 50)
 
 
 def read_delimited(

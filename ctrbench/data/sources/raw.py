@@ -79,6 +79,21 @@ class LineErrors:
         return {"file": str(self.path), "bad_lines_skipped": self.count, "examples": self.examples}
 
 
+def json_error_reason(e: ValueError, raw: bytes) -> str:
+    """Why ``json.loads(raw)`` of one line failed, placed in that line: the decoder's own "line 2
+    column 1" counts lines inside the text it was given (the line's newline included), which is not
+    the file's line. The caller names the file's line; this names the column (or the line's end)."""
+    import json
+
+    if isinstance(e, json.JSONDecodeError):
+        length = len(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"))
+        where = f"column {e.pos + 1}" if e.pos < length else "the end of the line"
+        return f"not valid JSON ({e.msg} at {where})"
+    if isinstance(e, UnicodeDecodeError):
+        return f"not valid JSON (not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1})" if e.start < len(raw) else "not valid JSON (not UTF-8)"
+    return f"not valid JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+
+
 def require_file(path: Path, what: str) -> Path:
     """``path`` exists, is a file and is not empty; else a DataError naming it."""
     path = Path(path)
