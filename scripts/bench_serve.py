@@ -61,8 +61,8 @@ ELECTRONICS = (192404, 63002, 802)  # vocabulary sizes with the padding id 0
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         return out + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -192,7 +192,7 @@ def time_config(call, requests, repeats: int, min_requests: int, seconds: float,
             reps.append({"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
                          "cpu_p50_ms": float(np.percentile(c, 50)), "cpu_p99_ms": float(np.percentile(c, 99)),
                          "mean_ms": float(a.mean()), "requests": len(a), "requests_per_s": len(a) / wall})
-    med = lambda k: statistics.median(r[k] for r in reps)  # noqa: E731
+    med = lambda k: statistics.median(r[k] for r in reps)
     return {
         "p50_ms": round(med("p50_ms"), 3), "p99_ms": round(med("p99_ms"), 3), "requests_per_s": round(med("requests_per_s"), 1),
         "mean_ms": round(med("mean_ms"), 3), "cpu_p50_ms": round(med("cpu_p50_ms"), 3), "cpu_p99_ms": round(med("cpu_p99_ms"), 3),
@@ -214,7 +214,7 @@ def latency(args) -> None:
         grid += [x for x in EXTRA if x not in grid]
     meta = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S%z"), "torch": torch.__version__,
             "weights": str(run) if run else "random (Amazon Electronics vocabulary)"}
-    out = open(args.jsonl, "a") if args.jsonl else None
+    out = open(args.jsonl, "a") if args.jsonl else None  # noqa: SIM115 - appended to line by line, for the whole grid
     for name in args.model:
         model, vocab, loaded = build(name, run)
         if run is not None and loaded.cfg.model.name != name:
@@ -262,7 +262,12 @@ def throughput(args) -> None:
     import pyarrow.parquet as pq
     from omegaconf import OmegaConf
 
-    from ctrbench.serve.predict import _lists_joined, load_run, predict_file, predict_split
+    from ctrbench.serve.predict import (
+        _lists_joined,
+        load_run,
+        predict_file,
+        predict_split,
+    )
     from ctrbench.train.evaluate import eval_batcher, evaluate
 
     threads = args.threads[0]

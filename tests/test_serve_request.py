@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
 
 from ctrbench.data.batches import Batcher
-from ctrbench.serve.request import DIENRequest, DINRequest, ExpandedRequest, request_batch, request_scorer, score_request
+from ctrbench.serve.request import (
+    DIENRequest,
+    DINRequest,
+    ExpandedRequest,
+    request_batch,
+    request_scorer,
+    score_request,
+)
 from ctrbench.train.build import build_model
 
-from conftest import CONF
-
-TOL = dict(atol=1e-5, rtol=1e-5)
+TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 CASES = {
     "lr": ("lr", {}, "prelu"),

@@ -92,8 +92,8 @@ class ScoringRun:
 def load_run(run_dir, data_dir, device_cfg: DictConfig | None = None) -> ScoringRun:
     """The run folder's config, dataset (prepared on demand), model with ``best.pt``'s weights, in
     eval mode, and its regularizer, set up as ``ctrbench evaluate`` sets it up."""
-    from ctrbench.run_checks import check_evaluable
     from ctrbench.data.prepare import load_dataset
+    from ctrbench.run_checks import check_evaluable
     from ctrbench.train import checkpoint
     from ctrbench.train.build import build_model, build_regularizer
     from ctrbench.train.environment import resolve_device
@@ -537,7 +537,7 @@ class Writer:
             self._writer.write_table(table)
         else:
             if self._file is None:
-                self._file = open(self.tmp, "w", encoding="utf-8")
+                self._file = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - open across write() calls, closed by close() / abort()
             df = table.to_pandas()
             for c in df.columns:  # Arrow lists come back as numpy arrays: JSON arrays of them
                 if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], np.ndarray):
@@ -561,7 +561,7 @@ class Writer:
             try:
                 if closer is not None:
                     closer.close()
-            except Exception:  # noqa: BLE001 - the error being reported is the one that matters
+            except Exception:  # noqa: BLE001, S110 - the error being reported is the one that matters
                 pass
         self.tmp.unlink(missing_ok=True)
 

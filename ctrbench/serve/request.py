@@ -33,14 +33,11 @@ the weights: they reference the model's own layers.
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch
 from ctrbench.models.base import CTRModel
-
 
 #: DIN's request path scores its candidates in blocks of at most this many (behaviour, candidate)
 #: pairs: the attention MLP's [pairs, 80] activations then stay near a core's L2 (measured on the
@@ -49,7 +46,7 @@ from ctrbench.models.base import CTRModel
 REQUEST_POSITIONS = 4096
 
 
-def request_scorer(model: CTRModel) -> "RequestScorer":
+def request_scorer(model: CTRModel) -> RequestScorer:
     """The request path of ``model``: DIN's and DIEN's own, the generic expanded-batch path otherwise."""
     from ctrbench.models.dien import DIEN
     from ctrbench.models.din import DIN
@@ -79,10 +76,10 @@ def request_batch(user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.
 class RequestScorer(nn.Module):
     """One request's logits: ``forward(user, hist_item, hist_cate, item, cate) -> [C]``."""
 
-    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> List[torch.Tensor]:
+    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def score_candidates(self, state: List[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, state: list[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor, item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
@@ -183,11 +180,11 @@ class DINRequest(RequestScorer):
         self.mlp = _MLP(model.mlp)
         self.max_positions = REQUEST_POSITIONS
 
-    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> List[torch.Tensor]:
+    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> list[torch.Tensor]:
         e_h = self.emb.items(hist_item, hist_cate)  # [L, D]
         return [e_h, self.emb.profile(user)]
 
-    def score_candidates(self, state: List[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, state: list[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
         e_h, profile = state[0], state[1]
         e_t = self.emb.items(item, cate)  # [C, D]
         C, L = e_t.shape[0], e_h.shape[0]
@@ -227,13 +224,13 @@ class DIENRequest(RequestScorer):
         self.h2h = None if gru_att else model.evolver.h2h
         self.mlp = _MLP(model.mlp)
 
-    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> List[torch.Tensor]:
+    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> list[torch.Tensor]:
         e_h = self.emb.items(hist_item, hist_cate)  # [L, D]
         L = e_h.shape[0]
         h = e_h.new_zeros(0, self.hidden)
         if L > 0:
             h = self.extractor(e_h.unsqueeze(0))[0][0]  # [L, H], Eqs. (2)-(5): no candidate in them
-        if self.gru2 is not None:
+        if self.gru2 is not None:  # noqa: SIM102 - nested: TorchScript drops a branch on a None attribute only
             if L > 0:
                 h = self.gru2(h.unsqueeze(0))[0][0]
         proj = h.new_zeros(0)
@@ -248,14 +245,14 @@ class DIENRequest(RequestScorer):
         pooled = e_h.sum(dim=0, keepdim=True)  # [1, D]
         return [e_h, h, pooled, proj, att, self.emb.profile(user)]
 
-    def score_candidates(self, state: List[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, state: list[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
         h, pooled, proj, att, profile = state[1], state[2], state[3], state[4], state[5]
         e_a = self.emb.items(item, cate)  # [C, D]
         C = e_a.shape[0]
         a = e_a.new_zeros(0)
         if self.W is not None:
             a = torch.softmax(att @ e_a.t(), dim=0)  # [L, C], Eq. (8) over the history
-        if self.att is not None:
+        if self.att is not None:  # noqa: SIM102 - nested: TorchScript drops a branch on a None attribute only
             if self.query is not None:
                 a = self.att.scores(self.query(e_a), h)
         interest = a.t() @ h  # gru_att: attention pooling of the second GRU's states
@@ -325,10 +322,10 @@ class ExpandedRequest(RequestScorer):
         super().__init__()
         self.model = model
 
-    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> List[torch.Tensor]:
+    def encode_user(self, user: torch.Tensor, hist_item: torch.Tensor, hist_cate: torch.Tensor) -> list[torch.Tensor]:
         return [user.reshape(-1)[:1], hist_item, hist_cate]
 
-    def score_candidates(self, state: List[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, state: list[torch.Tensor], item: torch.Tensor, cate: torch.Tensor) -> torch.Tensor:
         return self.model(request_batch(state[0], state[1], state[2], item, cate)).logits
 
 
@@ -338,7 +335,7 @@ def score_request(
 ) -> torch.Tensor:
     """The logits [C] of one request (in eval mode, without autograd): a convenience over
     ``request_scorer(model)``; pass ``scorer`` to reuse one."""
-    as_long = lambda x: torch.as_tensor(x, dtype=torch.int64).reshape(-1)  # noqa: E731
+    as_long = lambda x: torch.as_tensor(x, dtype=torch.int64).reshape(-1)
     was_training = model.training
     model.eval()
     try:
