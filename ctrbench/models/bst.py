@@ -44,8 +44,8 @@ output at the target joins the other features in the MLP:
   times: the processed streams store each behaviour's time (``Streams.time``), but a sample is
   ``(user, item, cate, label, hist_end)`` with no time of its own, and the Batcher gathers items and
   categories only. Carrying times would add ``Batch`` fields, the Batcher's gather of them and a
-  per-protocol definition of the target's time (BARS rows have none), a data-pipeline change beyond
-  this model. So the position is the *index* counted back from the target, the discrete analogue of
+  per-protocol definition of the target's time (BARS files carry no times: their streams' times
+  are positions), a data-pipeline change beyond this model. So the position is the *index* counted back from the target, the discrete analogue of
   t(v_t) - t(v_i) in behaviours: 1 for the most recent behaviour, 0 for the target itself. Positions
   from ``n_positions - 1`` back share the last row, so histories longer than the table still work.
   ``model.position`` has the one value ``index`` (recorded in ``metrics.json``); another is refused

@@ -421,7 +421,9 @@ def _by_processed_dataset(records: list[RunRecord]) -> tuple[list[RunRecord], di
     gets its own table, rows and oracle; and a note naming them. Other runs are returned as they are."""
     fingerprints: dict[str, Counter] = {}
     for rec in records:
-        if rec.status != "missing":  # an unfinished run has no metrics.json to say (see collect)
+        # an unfinished run has no metrics.json to say (see collect), and a failed run's record may
+        # not name its processed dataset: neither makes a dataset of its own
+        if rec.status != "missing" and rec.dataset_dir:
             fingerprints.setdefault(rec.dataset, Counter())[rec.dataset_dir] += 1
     notes: dict[str, str] = {}
     out = []

@@ -50,7 +50,7 @@ class HelperProcess:
         env["PYTHONPATH"] = os.pathsep.join(paths)  # a user's tracker module, importable from here
         env["PYTHONUNBUFFERED"] = "1"
         try:
-            with open(self.log_path, "ab") as log_file:
+            with open(self.log_path, "ab") as log_file:  # an append-only log, not a result file: tracking.log
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "ctrbench.tracking.helper", str(run_dir)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
