@@ -44,15 +44,16 @@ output at the target joins the other features in the MLP:
   times: the processed streams store each behaviour's time (``Streams.time``), but a sample is
   ``(user, item, cate, label, hist_end)`` with no time of its own, and the Batcher gathers items and
   categories only. Carrying times would add ``Batch`` fields, the Batcher's gather of them and a
-  per-protocol definition of the target's time (BARS files carry no times: their streams' times
-  are positions), a data-pipeline change beyond this model. So the position is the *index* counted back from the target, the discrete analogue of
-  t(v_t) - t(v_i) in behaviours: 1 for the most recent behaviour, 0 for the target itself. Positions
-  from ``n_positions - 1`` back share the last row, so histories longer than the table still work.
-  ``model.position`` has the one value ``index`` (recorded in ``metrics.json``); another is refused
-  with the reason.
-- *Training.* The paper's optimiser settings (learning rate 0.01, batches of 256, one epoch) are not
-  pinned: ``model=bst`` trains with ctrbench's defaults like every model, and
-  ``+experiment=din_vs_bst`` under the DIN paper's Table 3 setup.
+  per-protocol definition of the target's time (BARS files carry no times: their streams' times are
+  positions), a data-pipeline change beyond this model. So the position is the *index* counted back
+  from the target, the discrete analogue of t(v_t) - t(v_i) in behaviours: 1 for the most recent
+  behaviour, 0 for the target itself. Positions from ``n_positions - 1`` back share the last row, so
+  histories longer than the table still work. ``model.position`` has the one value ``index``
+  (recorded in ``metrics.json``); another is refused with the reason.
+- *Training and data.* The paper's optimiser settings (learning rate 0.01, batches of 256, one
+  epoch) and its sequence length of 20 are not pinned: ``model=bst`` trains with ctrbench's defaults
+  like every model, on the dataset's ``max_len`` behaviours, and ``+experiment=din_vs_bst`` under
+  the DIN paper's Table 3 setup.
 
 **Where the paper is silent or ambiguous, and what this chooses**
 
