@@ -144,17 +144,16 @@ class TransformerBlock(nn.Module):
         return self.w_h(o.transpose(0, 1).reshape(B, 1, h * dh))  # Concat(head_1..head_h) W^H, Eq. (2)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, target_only: bool = False) -> torch.Tensor:
-        drop = self.dropout if self.training else 0.0
         s = self.target_attention(x, key_mask) if target_only else self.attention(x, key_mask)
-        s1 = self.norm1((x[:, -1:] if target_only else x) + F.dropout(s, drop, self.training))  # Eq. (4)
+        s1 = self.norm1((x[:, -1:] if target_only else x) + F.dropout(s, self.dropout, self.training))  # Eq. (4)
         f = self.ffn2(F.leaky_relu(self.ffn1(s1), self.leaky_slope))
-        return self.norm2(s1 + F.dropout(f, drop, self.training))  # Eq. (5)
+        return self.norm2(s1 + F.dropout(f, self.dropout, self.training))  # Eq. (5)
 
 
 class BST(CTRModel):
-    # evaluation on CPU: blocks before the last attend from every position, [rows, heads, L, L] scores;
-    # 1,024 rows and at most 65,536 history positions keep them small with uncut evaluation
-    # histories (the DIEN protocol's dataset.eval_max_len=null)
+    # evaluation on CPU: with model.blocks >= 2 the blocks before the last attend from every position,
+    # [rows, heads, L, L] scores; 1,024 rows and at most 65,536 history positions keep them small with
+    # uncut evaluation histories (the DIEN protocol's dataset.eval_max_len=null)
     eval_rows_cpu = 1024
     eval_positions_cpu = 1024 * 64
 
