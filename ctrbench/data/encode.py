@@ -25,6 +25,26 @@ def dense_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64) + 1, np.asarray(uniques)
 
 
+def item_categories(item_keys: np.ndarray, meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The category id of each item (``item_cate``, index 0 the unknown item), the category keys in
+    id order, and which items have a category: each item's first metadata row; an item without one,
+    or with an empty category, gets the unknown category 0."""
+    item_cate_key = np.full(len(item_keys), None, dtype=object)
+    if meta is not None and len(meta.item):
+        m = pd.DataFrame({"item": meta.item, "cate": meta.cate}).drop_duplicates("item", keep="first")
+        pos = pd.Index(item_keys).get_indexer(m["item"].to_numpy())
+        hit = pos >= 0
+        item_cate_key[pos[hit]] = m["cate"].to_numpy()[hit]
+    as_text = pd.Series(item_cate_key, dtype=object).where(lambda c: c.notna(), "").astype(str).to_numpy()
+    known = as_text != ""
+    item_cate = np.zeros(len(item_keys) + 1, dtype=np.int64)
+    cate_keys = np.array([], dtype=object)
+    if known.any():
+        cid, cate_keys = dense_ids(as_text[known])
+        item_cate[1:][known] = cid
+    return item_cate, cate_keys, known
+
+
 def encode(events: Events, meta: ItemMeta | None) -> tuple[Streams, np.ndarray, dict]:
     """(streams, category id of every item id, a report of what was encoded)."""
     if len(events) == 0:
@@ -33,20 +53,7 @@ def encode(events: Events, meta: ItemMeta | None) -> tuple[Streams, np.ndarray, 
     iid, item_keys = dense_ids(events.item)
     n_users, n_items = len(user_keys) + 1, len(item_keys) + 1
 
-    # Category of each item: from the metadata, first row per item; missing or empty -> unknown 0.
-    item_cate_key = np.full(len(item_keys), None, dtype=object)
-    if meta is not None and len(meta.item):
-        m = pd.DataFrame({"item": meta.item, "cate": meta.cate}).drop_duplicates("item", keep="first")
-        pos = pd.Index(item_keys).get_indexer(m["item"].to_numpy())
-        hit = pos >= 0
-        item_cate_key[pos[hit]] = m["cate"].to_numpy()[hit]
-    as_text = pd.Series(item_cate_key, dtype=object).where(lambda c: c.notna(), "").astype(str)
-    known = (as_text != "").to_numpy()
-    item_cate = np.zeros(n_items, dtype=np.int64)
-    cate_keys = np.array([], dtype=object)
-    if known.any():
-        cid, cate_keys = dense_ids(as_text.to_numpy()[known])
-        item_cate[1:][known] = cid
+    item_cate, cate_keys, known = item_categories(item_keys, meta)
 
     order = np.lexsort((np.arange(len(events)), events.time, uid))
     uid, iid, time = uid[order], iid[order], np.asarray(events.time, dtype=np.int64)[order]

@@ -41,6 +41,7 @@ from ctrbench.report.dataset_stats import WARNING, dataset_header, dataset_rows
 from ctrbench.report.plots import _panels, history_curve
 from ctrbench.report.sections import METRIC_NAMES, Row, Section
 from ctrbench.report.table import ResultTable
+from ctrbench.train.resume import flatten_config
 
 # config keys left out of "what differs": the seed (a column of its own), the row's own name (its
 # label), where files are, and settings of how a job ran that never change its result
@@ -108,16 +109,9 @@ def ctrbench_version() -> str:
 
 
 # ---- the runs' files ------------------------------------------------------------------------------
-def _flatten(d, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        if not d and prefix:
-            out[prefix[:-1]] = "{}"
-    else:
-        out[prefix[:-1]] = d if isinstance(d, str) else json.dumps(d)
-    return out
+def _flatten(d) -> dict[str, str]:
+    """A run's config as ``dotted.key -> text`` (strings as they are, other values as JSON)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in flatten_config(d).items()}
 
 
 def run_config(run: Path) -> dict[str, str] | None:

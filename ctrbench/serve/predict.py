@@ -280,9 +280,8 @@ def vocabulary(run: ScoringRun, ids: str = "raw") -> Vocabulary:
 def _raw_keys(source) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(sorted raw keys of users, items, categories; the category id of every item id) as the
     source's build assigned them."""
-    import pandas as pd
 
-    from ctrbench.data.encode import dense_ids
+    from ctrbench.data.encode import dense_ids, item_categories
 
     if hasattr(source, "_import"):  # BARS rows: ids over the rows and the streams (sources/bars.py)
         data, _ = source._import(source._inputs)
@@ -290,20 +289,7 @@ def _raw_keys(source) -> tuple[dict[str, np.ndarray], np.ndarray]:
     events, meta, _ = source.read(source._inputs)
     _, user_keys = dense_ids(events.user)
     _, item_keys = dense_ids(events.item)
-    # the categories as encode() assigns them: each item's first metadata row, empty -> unknown 0
-    item_cate_key = np.full(len(item_keys), None, dtype=object)
-    if meta is not None and len(meta.item):
-        m = pd.DataFrame({"item": meta.item, "cate": meta.cate}).drop_duplicates("item", keep="first")
-        pos = pd.Index(item_keys).get_indexer(m["item"].to_numpy())
-        hit = pos >= 0
-        item_cate_key[pos[hit]] = m["cate"].to_numpy()[hit]
-    as_text = pd.Series(item_cate_key, dtype=object).where(lambda c: c.notna(), "").astype(str).to_numpy()
-    known = as_text != ""
-    item_cate = np.zeros(len(item_keys) + 1, dtype=np.int64)
-    cate_keys = np.array([], dtype=object)
-    if known.any():
-        cid, cate_keys = dense_ids(as_text[known])
-        item_cate[1:][known] = cid
+    item_cate, cate_keys, _ = item_categories(item_keys, meta)  # as encode() assigns them
     return {"user": np.asarray(user_keys), "item": np.asarray(item_keys), "cate": np.asarray(cate_keys, dtype=object)}, item_cate
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+from ctrbench.train.resume import flatten_config  # noqa: F401 (re-exported: the trackers' params)
 
 STATUSES = ("completed", "failed", "interrupted", "killed")
 
@@ -36,18 +38,6 @@ class Tracker(Protocol):
     def finish(self, status: str, metrics: dict | None) -> None:
         """The run ended: ``status`` is one of ``STATUSES``; ``metrics`` is metrics.json's content
         when it completed (None otherwise)."""
-
-
-def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"trainer": {"batch_size": 256}}`` -> ``{"trainer.batch_size": 256}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(flatten_config(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 class Guarded:

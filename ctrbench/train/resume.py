@@ -118,14 +118,16 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
     return data
 
 
-def _flatten(d, prefix: str = "") -> dict:
+def flatten_config(d, prefix: str = "") -> dict:
+    """``{"trainer": {"batch_size": 256}}`` -> ``{"trainer.batch_size": 256}``; lists and empty
+    dicts stay values (resume's config differences, the trackers' params, the report's config diffs)."""
     if not isinstance(d, dict):
         return {prefix: d}
     out = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key))
+            out.update(flatten_config(v, key))
         else:
             out[key] = v
     return out
@@ -133,7 +135,7 @@ def _flatten(d, prefix: str = "") -> dict:
 
 def config_differences(old: dict, new: dict) -> list[str]:
     """``key: old -> new`` for every key whose value differs (``<absent>`` where a side lacks it)."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     missing = "<absent>"
     return [f"{k}: {a.get(k, missing)!r} -> {b.get(k, missing)!r}" for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
 

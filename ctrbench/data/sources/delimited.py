@@ -240,7 +240,7 @@ def _enum_codes(column: pa.ChunkedArray, allowed: tuple[str, ...]) -> np.ndarray
 def _parse_text(values: pa.Array, f: Field) -> tuple[object, np.ndarray]:
     """(typed values, ok mask) of one column chunk read as raw bytes."""
     if f.kind == "str":
-        return _utf8(values)
+        return utf8_texts(values)
     if f.kind == "enum":
         codes = pc.index_in(values, value_set=pa.array([v.encode() for v in f.allowed], type=pa.binary()))
         ok = codes.is_valid().to_numpy(zero_copy_only=False)
@@ -268,17 +268,18 @@ def int64_ok(values: pa.Array) -> np.ndarray:
     return ok
 
 
-def _utf8(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Bytes -> UTF-8 strings; a value that is not valid UTF-8 is not ok (and becomes '')."""
+def utf8_texts(values: pa.Array, bad: str | None = "") -> tuple[pa.Array, np.ndarray]:
+    """Bytes -> UTF-8 strings; a value that is not valid UTF-8 is not ok and becomes ``bad``
+    (nulls stay null). The vectorised cast first; value by value only when it fails."""
     try:
         return values.cast(pa.string()), np.ones(len(values), dtype=bool)
     except pa.ArrowInvalid:
         texts, ok = [], np.ones(len(values), dtype=bool)
         for i, v in enumerate(values.to_pylist()):
             try:
-                texts.append(v.decode("utf-8"))
+                texts.append(None if v is None else v.decode("utf-8"))
             except UnicodeDecodeError:
-                texts.append("")
+                texts.append(bad)
                 ok[i] = False
         return pa.array(texts, type=pa.string()), ok
 

@@ -79,7 +79,7 @@ from ctrbench.data.encode import dense_ids, encode
 from ctrbench.data.protocols import user_of_behaviour
 from ctrbench.data.schema import SPLITS, Samples, Streams
 from ctrbench.data.sources.amazon import JSON_BLOCK_SIZE, _object_lines
-from ctrbench.data.sources.delimited import FLOAT_PATTERN, int64_ok, lines_of_rows
+from ctrbench.data.sources.delimited import FLOAT_PATTERN, int64_ok, lines_of_rows, utf8_texts
 from ctrbench.data.sources.raw import (
     Events,
     ItemMeta,
@@ -245,21 +245,6 @@ def _csv_parse_options(delimiter: str, handler=None) -> pacsv.ParseOptions:
     )
 
 
-def _utf8(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Bytes -> strings; a value that is not valid UTF-8 is not ok (and becomes null)."""
-    try:
-        return values.cast(pa.string()), np.ones(len(values), dtype=bool)
-    except pa.ArrowInvalid:
-        texts, ok = [], np.ones(len(values), dtype=bool)
-        for i, v in enumerate(values.to_pylist()):
-            try:
-                texts.append(None if v is None else v.decode("utf-8"))
-            except UnicodeDecodeError:
-                texts.append(None)
-                ok[i] = False
-        return pa.array(texts, type=pa.string()), ok
-
-
 def read_csv(path: Path, names: dict[str, str], keys: dict[str, str], errors: LineErrors, delimiter: str, fmt: str) -> _Part:
     """The named columns of a delimited file with a header line, as text. The multi-threaded
     read first; when it fails (a row with the wrong number of fields, bytes that are not UTF-8, a
@@ -292,7 +277,7 @@ def read_csv(path: Path, names: dict[str, str], keys: dict[str, str], errors: Li
     for role, col in names.items():
         values = table.column(col).combine_chunks()
         if pa.types.is_binary(values.type):  # the careful pass: check the text
-            values, ok = _utf8(values)
+            values, ok = utf8_texts(values, bad=None)
             rows = np.flatnonzero(~ok & ~not_utf8)
             bad += [(int(line), f"{col} is not valid UTF-8") for line in locate(rows).tolist()]
             not_utf8 |= ~ok
