@@ -157,13 +157,16 @@ class _Attention(nn.Module):
         else:
             W, b = self.first.weight, self.first.bias
             H = W.shape[0]
-            per = torch.addmm(b, q, (W[:, :D] + W[:, 2 * D : 3 * D]).t())  # [C, H]
             # M_c = (W_k - W_d)^T + diag(q_c) W_p^T for every candidate, laid out [D, C, H] so that
-            # one [L, D] x [D, C*H] product gives every (behaviour, candidate) pair, with the
-            # per-candidate part as the product's broadcast bias
+            # one [L, D] x [D, C*H] product gives every (behaviour, candidate) pair; the
+            # per-candidate part (W_q + W_d) q_c + b is the map's last row, which a column of ones
+            # beside k picks up (no [L, C*H] bias pass)
+            M = torch.empty(D + 1, C, H, dtype=q.dtype, device=q.device)
             Wkd = (W[:, D : 2 * D] - W[:, 2 * D : 3 * D]).t().unsqueeze(1)  # [D, 1, H]
-            M = torch.addcmul(Wkd, q.t().unsqueeze(2), W[:, 3 * D :].t().unsqueeze(1))  # [D, C, H]
-            first = torch.addmm(per.reshape(1, C * H), k, M.reshape(D, C * H)).view(L, C, H)
+            torch.addcmul(Wkd, q.t().unsqueeze(2), W[:, 3 * D :].t().unsqueeze(1), out=M[:D])  # [D, C, H]
+            torch.addmm(b, q, (W[:, :D] + W[:, 2 * D : 3 * D]).t(), out=M[D])  # [C, H]
+            k1 = torch.cat([k, k.new_ones(L, 1)], dim=1)  # [L, D + 1]
+            first = torch.mm(k1, M.view(D + 1, C * H)).view(L, C, H)
         s = self.rest(self.first_act(first)).squeeze(-1)  # [L, C]
         if self.softmax:
             s = torch.softmax(s, dim=0)
@@ -191,6 +194,7 @@ class DINRequest(RequestScorer):
         # candidates in blocks of at most max_positions (behaviour, candidate) pairs, so that the
         # attention MLP's [pairs, H] activations stay in the core's caches
         block = max(1, self.max_positions // max(L, 1))
+        block = -(-C // max(1, -(-C // block)))  # equal blocks: 100 candidates in 2 blocks of 50, not 81 + 19
         if C <= block:
             v_u = self.attention.scores(e_t, e_h).t() @ e_h  # [C, D]; the weights [L, C] are Eq. (3)
         else:
