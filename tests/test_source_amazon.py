@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -575,3 +576,156 @@ def test_one_file_there_only_the_other_is_downloaded(tmp_path, monkeypatch):
     inputs = AmazonSource(raw_dir=str(tmp_path)).locate(tmp_path, "amazon_x")
     assert fetched == ["meta_Electronics.json.gz"]
     assert inputs["reviews"].name == "reviews_Electronics_5.json.gz"
+
+
+# ---- reading in chunks (issue 21: Books-size files) ----------------------------------------------
+# The files are read in chunks of whole lines (amazon.READ_CHUNK, 8 MiB), gzip inflated by pyarrow
+# with zlib deciding on damage; whatever the chunk size, what is read (and every error and count)
+# must be what reading the whole file at once gives.
+
+
+def snapshot(raw_dir: Path, **kw):
+    """Everything ``read`` gives, as plain values, or the error's text."""
+    try:
+        events, meta, report, _ = read(raw_dir, **kw)
+    except DataError as e:
+        return str(e)
+    return ([events.user.tolist(), events.item.tolist(), events.time.tolist(), events.rating.tolist()],
+            [meta.item.tolist(), meta.cate.tolist()], report)
+
+
+def random_reviews(n: int, seed: int = 0, text: int = 400) -> list[str]:
+    """n review lines with random (hardly compressible) texts, users U0..U99 and items A0..A199."""
+    rng = np.random.default_rng(seed)
+    return [json.dumps(review(f"U{rng.integers(100)}", f"A{rng.integers(200)}", int(rng.integers(10**9)),
+                              float(rng.integers(1, 6)), reviewText=rng.bytes(text // 2).hex()))
+            for _ in range(n)]
+
+
+def meta_of_random_reviews() -> list[str]:
+    return [repr({"asin": f"A{i}", "categories": [["Electronics", f"Leaf {i % 7}"]]}) for i in range(200)]
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 4096])
+@pytest.mark.parametrize("case", ["2014", "2014 bad lines", "2018 slow meta", "plain crlf blanks"])
+def test_chunk_boundaries_change_nothing(tmp_path, monkeypatch, case, chunk):
+    from ctrbench.data.sources import amazon
+
+    kw: dict = {"max_uncategorised": 1.0}
+    if case == "2014":
+        write_reviews(tmp_path / "reviews_Electronics_5.json.gz", [json.loads(x) for x in random_reviews(40)])
+        write_lines(tmp_path / "meta_Electronics.json.gz", META_2014 + meta_of_random_reviews())
+    elif case == "2014 bad lines":  # line numbers counted across chunks
+        write_lines(tmp_path / "reviews_Electronics_5.json.gz", lines_with("{oops", at=2) + ["", "[1]"] + lines_with("{x", at=4))
+        write_lines(tmp_path / "meta_Electronics.json.gz", META_2014[:3] + ["{'title': 'no asin'}", ""] + META_2014[3:])
+    elif case == "2018 slow meta":  # one bad line: the whole meta file through json.loads
+        write_reviews(tmp_path / "Books_5.json.gz")
+        write_lines(tmp_path / "meta_Books.json.gz", [json.dumps(m) for m in META_2018] + ['{"asin": "Z", "category": "x"}'])
+        kw.update(category="Books", release=2018)
+    else:
+        (tmp_path / "reviews_Electronics_5.json").write_bytes(
+            "\r\n".join(json.dumps(r) for r in REVIEWS[:3]).encode() + b"\n\n  \n" + json.dumps(REVIEWS[3]).encode())
+        write_lines(tmp_path / "meta_Electronics.json", META_2014)
+    expected = {policy: snapshot(tmp_path, on_bad_line=policy, **kw) for policy in ("error", "skip")}
+    monkeypatch.setattr(amazon, "READ_CHUNK", chunk)
+    for policy in ("error", "skip"):
+        assert snapshot(tmp_path, on_bad_line=policy, **kw) == expected[policy]
+    if case == "2014 bad lines":
+        assert "reviews_Electronics_5.json.gz, line 3: not valid JSON" in expected["error"]
+        bad = expected["skip"][2]["bad_lines"]
+        assert [e.split(":")[0] for e in bad["reviews"]["examples"]] == ["line 3", "line 9", "line 14"]
+        assert [e.split(":")[0] for e in bad["meta"]["examples"]] == ["line 4"]
+
+
+def test_reviews_strings_are_shared_objects(dir2014):
+    """One ``str`` per distinct user and item, not one per review (the memory of a Books-size read)."""
+    events, _, _, _ = read(dir2014)
+    assert len({id(u) for u in events.user}) == len(set(events.user.tolist())) == 3
+    assert len({id(i) for i in events.item}) == len(set(events.item.tolist())) == 5
+
+
+def expected_from_whole_file(path: Path, policy: str):
+    """What reading the whole file with ``read_all_bytes`` gives: the reviews of its complete
+    lines, or its error; and its bad-line report."""
+    from ctrbench.data.sources.raw import LineErrors, read_all_bytes
+
+    errors = LineErrors(path, policy)
+    try:
+        data = read_all_bytes(path, errors)
+    except DataError as e:
+        return str(e), None
+    rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+    if not rows:
+        return f"{path}: no reviews in the file", None
+    return [[r["reviewerID"] for r in rows], [r["unixReviewTime"] for r in rows]], errors.report()
+
+
+@pytest.mark.parametrize("damage", ["corrupt block", "bad crc", "truncated", "zero padding", "garbage after", "zlib format"])
+@pytest.mark.parametrize("chunk", [None, 1 << 16])
+def test_damaged_gzip_read_as_a_whole_file_read_it(tmp_path, monkeypatch, damage, chunk):
+    """pyarrow inflates; zlib decides on damage, which it finds at the start of the 4 MiB
+    compressed block it is in: pyarrow may have given more by then, and the file is read again
+    without it, so that the lines read and the error (or the count) are those of a whole-file read."""
+    from ctrbench.data.sources import amazon
+
+    if chunk:
+        monkeypatch.setattr(amazon, "READ_CHUNK", chunk)
+    content = ("\n".join(random_reviews(22_000, text=460)) + "\n").encode()
+    data = gzip.compress(content, compresslevel=1)
+    at = (1 << 22) + 500_000  # in the second of zlib's 4 MiB blocks
+    assert len(data) > at + 1_000_000
+    if damage == "corrupt block":
+        data = data[:at] + bytes(b ^ 0x5A for b in data[at : at + 4]) + data[at + 4 :]
+    elif damage == "bad crc":
+        data = data[:-8] + b"\0\0\0\0" + data[-4:]
+    elif damage == "truncated":
+        data = data[: len(data) * 2 // 3]
+    elif damage == "zero padding":
+        data += b"\0" * 1000
+    elif damage == "garbage after":
+        data += b"not gzip"
+    else:
+        data = zlib.compress(content)
+    path = tmp_path / "reviews_Electronics_5.json.gz"
+    path.write_bytes(data)
+    write_lines(tmp_path / "meta_Electronics.json.gz", meta_of_random_reviews())
+    for policy in ("error", "skip"):
+        expected, report = expected_from_whole_file(path, policy)
+        got = snapshot(tmp_path, on_bad_line=policy)
+        if isinstance(expected, str) or isinstance(got, str):
+            assert got == expected
+        else:
+            assert [got[0][0], got[0][2]] == expected
+            assert got[2]["bad_lines"]["reviews"] == report
+    if damage == "zero padding":
+        assert len(got[0][0]) == 22_000 and report["bad_lines_skipped"] == 0
+
+
+def test_damaged_gzip_comes_before_bad_lines(tmp_path):
+    """As when the whole file was read before any line: with on_bad_line=error a truncated file is
+    the error even when a line before the damage is bad; with skip, the damage is the first bad
+    line counted, then the bad lines before it."""
+    lines = random_reviews(3000)
+    lines[5] = "{oops"
+    path = tmp_path / "reviews_Electronics_5.json.gz"
+    data = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1)
+    path.write_bytes(data[: len(data) // 2])
+    write_lines(tmp_path / "meta_Electronics.json.gz", meta_of_random_reviews())
+    with pytest.raises(DataError, match=r"reviews_Electronics_5\.json\.gz: the gzip stream is truncated"):
+        read(tmp_path)
+    events, _, report, _ = read(tmp_path, on_bad_line="skip")
+    bad = report["bad_lines"]["reviews"]
+    assert bad["bad_lines_skipped"] == 2
+    assert "gzip stream is truncated" in bad["examples"][0] and bad["examples"][1].startswith("line 6: not valid JSON")
+    assert len(events) == int(bad["examples"][0].split(":")[0].removeprefix("line ")) - 2
+
+
+def test_chunks_of_blank_lines_keep_the_pyarrow_path(tmp_path, monkeypatch):
+    from ctrbench.data.sources import amazon
+
+    write_lines(tmp_path / "reviews_Electronics_5.json.gz", [json.dumps(REVIEWS[0]), "", " ", json.dumps(REVIEWS[1]), "\t", ""])
+    write_lines(tmp_path / "meta_Electronics.json.gz", META_2014)
+    expected = snapshot(tmp_path)
+    monkeypatch.setattr(amazon, "READ_CHUNK", 1)
+    monkeypatch.setattr(amazon, "_reviews_slow", lambda *a: pytest.fail("the per-line pass was taken"))
+    assert snapshot(tmp_path) == expected and expected[2]["reviews_read"] == 2

@@ -14,10 +14,11 @@ What is read:
 
 - **Reviews** (both releases) are the behaviours: ``reviewerID`` (user), ``asin`` (item),
   ``unixReviewTime`` (an integer, the time) and ``overall`` (the rating, a number). The fast path
-  parses the whole file with ``pyarrow.json`` and an explicit schema (other fields are skipped);
-  when that fails, a per-line ``json.loads`` pass names the first bad line (not a JSON object, a
-  field missing or null, a wrong type: a time that is not an integer, a rating that is not a
-  number, an id that is not a string) or, with ``on_bad_line=skip``, skips and counts bad lines.
+  parses the file with ``pyarrow.json`` and an explicit schema (other fields are skipped); when
+  that fails, a per-line ``json.loads`` pass over the whole file names the first bad line (not a
+  JSON object, a field missing or null, a wrong type: a time that is not an integer, a rating that
+  is not a number, an id that is not a string) or, with ``on_bad_line=skip``, skips and counts
+  bad lines.
 - **2014 meta**: only ``asin`` and ``categories`` (a list of category paths, each a list of
   strings). Lines are never ``eval``-ed: regular expressions over the bytes find the two top-level
   keys (string literals are skipped whole, so a key-like text inside a title or description is
@@ -31,6 +32,11 @@ What is read:
   choices take its last element, ``category[-1]``: the DIN code's ``categories[-1][-1]`` and the
   DIEN code's ``categories[0][-1]`` are both "the leaf of a path" and differ only in *which* path
   when an item has several; a 2018 item has exactly one. HTML entities (``&amp;``) are unescaped.
+
+Both files are read in chunks of whole lines (``READ_CHUNK``, gzip inflated by pyarrow), each
+parsed and dropped before the next: memory holds the columns read (ids as one ``str`` per distinct
+id), never a whole file, and what is read (lines, errors, counts) is what reading the whole file at
+once gives.
 
 Duplicate asins in the meta: the first line wins (counted). Items reviewed but without meta get
 the unknown category in ``encode`` (counted there).
@@ -55,12 +61,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import html
 import io
 import json
 import logging
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +84,10 @@ from ctrbench.data.sources.raw import (
     Events,
     ItemMeta,
     LineErrors,
+    gunzip_pieces,
+    gzip_damage,
     json_error_reason,
     open_binary,
-    read_all_bytes,
     require_file,
 )
 from ctrbench.data.sources.real import RealSource
@@ -153,6 +162,154 @@ def unknown_category_message(category: str, release: int) -> str | None:
 
 JSON_BLOCK_SIZE = 16 << 20  # pyarrow parses blocks in parallel; a line longer than this falls back
 
+# ---- reading a file in chunks of whole lines ----------------------------------------------------
+
+# The (decompressed) bytes read and parsed at a time, in whole lines: memory holds a few chunks and
+# the parsed columns, never a whole file (a Books-size reviews file is 8 GB of JSON, mostly review
+# texts). Below glibc's largest mmap threshold (32 MiB), so that the chunks' memory is reused rather
+# than mapped and page-faulted in afresh each time.
+READ_CHUNK = 8 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Damaged(Exception):
+    """A truncated or corrupt gzip: the error, and the number of complete lines before the damage."""
+
+    def __init__(self, error: Exception, n_lines: int) -> None:
+        super().__init__(str(error))
+        self.error, self.n_lines = error, n_lines
+
+
+class _NeedsLinePass(Exception):
+    """A chunk the pyarrow path cannot read: the whole file goes through the per-line pass."""
+
+
+class _Redo(Exception):
+    """pyarrow gave bytes beyond where ``gunzip_pieces`` finds the damage: read the file again
+    without pyarrow."""
+
+
+def _pieces(path: Path, size: int, arrow: bool = True) -> Iterator[bytes]:
+    """The file's content (decompressed when it ends in ``.gz``) in pieces of about ``size`` bytes:
+    the bytes ``read_all_bytes`` gives; on a damaged gzip, those before the damage, then
+    ``_Damaged``. pyarrow inflates a gzip (``arrow``; faster than ``zlib`` here, and without
+    holding the GIL, so the two files and the parsing overlap); when it stops on an error,
+    ``gunzip_pieces`` reads the file again from the start (skipping what was given already) and
+    decides: it accepts trailing zero padding, and finds the damage where ``read_all_bytes`` finds
+    it (at the start of the 4 MiB compressed block it is in: ``_Redo`` when pyarrow gave more)."""
+    if path.suffix != ".gz":
+        with open(path, "rb") as f:
+            while piece := f.read(size):
+                yield piece
+        return
+    given = 0
+    with open(path, "rb") as f:
+        magic = f.read(len(GZIP_MAGIC))
+    if arrow and magic == GZIP_MAGIC:  # pyarrow would also inflate a zlib stream, which gzip refuses
+        try:
+            with pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") as stream:
+                while piece := stream.read(size):
+                    yield piece
+                    given += len(piece)
+            return
+        except (OSError, pa.ArrowException):
+            pass
+    newlines = 0  # before the damage, for its message
+    try:
+        for piece in gunzip_pieces(path):
+            newlines += piece.count(b"\n")
+            if given:
+                skip = min(given, len(piece))
+                piece, given = piece[skip:], given - skip
+            if piece:
+                yield piece
+    except (EOFError, zlib.error) as e:
+        if given:
+            raise _Redo from None
+        raise _Damaged(e, newlines) from None
+    if given:
+        raise _Redo
+
+
+def _line_chunks(path: Path, size: int, arrow: bool = True) -> Iterator[bytes]:
+    """The content in chunks of whole lines of about ``size`` bytes (the last one may lack a final
+    newline). A damaged gzip: the whole lines before the damage (the partial last one dropped),
+    then ``_Damaged``."""
+    held: list = []  # what came after the last newline
+    for piece in _pieces(path, size, arrow):
+        cut = piece.rfind(b"\n") + 1
+        if not cut:
+            held.append(piece)
+            continue
+        if held:
+            chunk = b"".join([*held, memoryview(piece)[:cut]])
+        else:
+            chunk = piece if cut == len(piece) else piece[:cut]
+        held = [piece[cut:]] if cut < len(piece) else []
+        yield chunk
+    if held:
+        yield b"".join(held)
+
+
+def _each_chunk(
+    path: Path, errors: LineErrors, parse: Callable[[int, bytes], object], numbered: bool = True, arrow: bool = True
+) -> None:
+    """``parse(number of the chunk's first line, chunk)`` over the file in chunks of whole lines
+    (``READ_CHUNK``), the next chunk read (in a second thread) while one is parsed; ``numbered``:
+    count the lines (not needed when ``parse`` names no line). A damaged gzip is what
+    ``read_all_bytes`` makes of it: with ``on_bad_line=error`` its DataError, even when a line
+    before the damage is bad (the file used to be read whole before any line was looked at); with
+    ``skip``, the whole lines before it are parsed and the damage counts as one bad line, ahead of
+    the bad lines found in them."""
+    chunks = _line_chunks(path, READ_CHUNK, arrow)
+    start, damaged = 1, None
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(next, chunks, None)
+            try:
+                while True:
+                    try:
+                        chunk = ahead.result()
+                    except _Damaged as d:
+                        damaged = d
+                        break
+                    if chunk is None:
+                        break
+                    ahead = pool.submit(next, chunks, None)
+                    parse(start, chunk)
+                    if numbered:
+                        start += chunk.count(b"\n")
+            except DataError:
+                if errors.policy == "error":  # a damaged gzip comes first: read the rest to know
+                    try:
+                        ahead.result()
+                        for _ in chunks:
+                            pass
+                    except _Damaged as d:
+                        gzip_damage(path, d.error, d.n_lines, errors)
+                raise
+    finally:
+        chunks.close()
+    if damaged is not None:
+        head = LineErrors(path, errors.policy)
+        gzip_damage(path, damaged.error, damaged.n_lines, head)  # raises with on_bad_line=error
+        errors.put_first(head)
+
+
+def _with_arrow_or_not(read: Callable) -> Callable:
+    """``read(..., arrow=True)``, or once more with ``arrow=False`` when pyarrow's inflating gave
+    bytes past the damage of a corrupt gzip (``_Redo``)."""
+
+    @functools.wraps(read)
+    def wrapper(*args, **kwargs):
+        try:
+            return read(*args, **kwargs, arrow=True)
+        except _Redo:
+            return read(*args, **kwargs, arrow=False)
+
+    return wrapper
+
+
 # ---- reviews ---------------------------------------------------------------------------------
 
 REVIEW_SCHEMA = pa.schema(
@@ -224,9 +381,16 @@ def _object_lines(data: bytes, chunk: int = 1 << 26) -> int | None:
     return n
 
 
-def _json_lines(data: bytes, errors: LineErrors):
-    """(line number, object) of every non-blank line that is a JSON object; others are bad lines."""
-    for no, raw in enumerate(io.BytesIO(data), start=1):
+def _blank(chunk: bytes) -> bool:
+    """Blank lines only, as ``_object_lines`` sees them (a whole file of them reads as no line;
+    a chunk of them is no reason for the per-line pass)."""
+    return chunk.isspace() and not chunk.strip(b" \t\r\n")
+
+
+def _json_lines(data: bytes, errors: LineErrors, start: int = 1):
+    """(line number, object) of every non-blank line that is a JSON object; others are bad lines.
+    ``start``: the number of the first line."""
+    for no, raw in enumerate(io.BytesIO(data), start=start):
         if not raw.strip():
             continue
         try:
@@ -251,10 +415,12 @@ def _reviews_fast(data: bytes) -> pa.Table | None:
     return table
 
 
-def _reviews_slow(data: bytes, errors: LineErrors) -> dict[str, list]:
-    """The review columns via ``json.loads`` per line; bad lines raise or are counted."""
-    cols: dict[str, list] = {name: [] for name, _, _ in REVIEW_CHECKS}
-    for no, obj in _json_lines(data, errors):
+def _reviews_slow(data: bytes, errors: LineErrors, start: int = 1, cols: dict[str, list] | None = None) -> dict[str, list]:
+    """The review columns via ``json.loads`` per line (appended to ``cols``); bad lines raise or are
+    counted. ``start``: the number of the first line."""
+    if cols is None:
+        cols = {name: [] for name, _, _ in REVIEW_CHECKS}
+    for no, obj in _json_lines(data, errors, start):
         problem = None
         for name, ok, expected in REVIEW_CHECKS:
             if name not in obj or obj[name] is None:
@@ -277,28 +443,56 @@ def _object_array(values) -> np.ndarray:
     return out
 
 
-def read_reviews(path: Path, policy: str) -> tuple[Events, dict]:
+def _shared_strings(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as an object array in which equal strings are one object (8 bytes a row
+    rather than a new ``str`` each: a user's id is stored once, not once a review)."""
+    encoded = column.dictionary_encode()  # one dictionary for all chunks
+    if encoded.num_chunks == 0:
+        return np.empty(0, dtype=object)
+    codes = pa.chunked_array([c.indices for c in encoded.chunks], type=pa.int32()).to_numpy()
+    return encoded.chunk(0).dictionary.to_numpy(zero_copy_only=False)[codes]
+
+
+@_with_arrow_or_not
+def read_reviews(path: Path, policy: str, arrow: bool = True) -> tuple[Events, dict]:
     """Events from a reviews file (either release): user=reviewerID, item=asin, time=unixReviewTime,
-    rating=overall."""
+    rating=overall. Read in chunks (``READ_CHUNK``) through pyarrow, keeping only the four columns;
+    when a chunk cannot be read so, the whole file goes through the per-line pass."""
     errors = LineErrors(path, policy)
-    data = read_all_bytes(require_file(path, "Amazon reviews file"), errors)
-    table = _reviews_fast(data)
-    if table is not None:
-        events = Events(
-            user=table.column("reviewerID").to_numpy(zero_copy_only=False).astype(object, copy=False),
-            item=table.column("asin").to_numpy(zero_copy_only=False).astype(object, copy=False),
-            time=table.column("unixReviewTime").to_numpy().astype(np.int64, copy=False),
-            rating=table.column("overall").to_numpy().astype(np.float32),
-        )
-    else:
-        cols = _reviews_slow(data, errors)
+    path = require_file(path, "Amazon reviews file")
+    tables: list[pa.Table] = []
+
+    def fast(start: int, chunk: bytes) -> None:
+        if _blank(chunk):
+            return
+        table = _reviews_fast(chunk)
+        if table is None:
+            raise _NeedsLinePass
+        tables.append(table)
+
+    try:
+        _each_chunk(path, errors, fast, numbered=False, arrow=arrow)
+    except _NeedsLinePass:
+        tables.clear()
+        cols: dict[str, list] = {name: [] for name, _, _ in REVIEW_CHECKS}
+        _each_chunk(path, errors, lambda start, chunk: _reviews_slow(chunk, errors, start, cols), arrow=arrow)
         events = Events(
             user=_object_array(cols["reviewerID"]),
             item=_object_array(cols["asin"]),
             time=np.asarray(cols["unixReviewTime"], dtype=np.int64),
             rating=np.asarray(cols["overall"], dtype=np.float32),
         )
-    del data
+        del cols
+    else:
+        table = pa.concat_tables(tables) if tables else REVIEW_SCHEMA.empty_table()
+        tables.clear()
+        events = Events(
+            user=_shared_strings(table.column("reviewerID")),
+            item=_shared_strings(table.column("asin")),
+            time=table.column("unixReviewTime").to_numpy().astype(np.int64, copy=False),
+            rating=table.column("overall").to_numpy().astype(np.float32),
+        )
+        del table
     if len(events) == 0:
         raise DataError(f"{path}: no reviews in the file")
     return events, {"reviews": len(events), "bad_lines": errors.report()}
@@ -458,22 +652,28 @@ class _Meta2014Reader:
         return item, cate
 
 
-def read_meta_2014(path: Path, policy: str, category_path: str) -> tuple[list[str], list[str], LineErrors, int]:
-    """(asins, categories, errors, lines read) of a 2014 meta file, in file order."""
+@_with_arrow_or_not
+def read_meta_2014(path: Path, policy: str, category_path: str, arrow: bool = True) -> tuple[list[str], list[str], LineErrors, int]:
+    """(asins, categories, errors, lines read) of a 2014 meta file, in file order (read in chunks)."""
     errors = LineErrors(path, policy)
-    data = read_all_bytes(require_file(path, "Amazon meta file"), errors)
+    path = require_file(path, "Amazon meta file")
     reader = _Meta2014Reader(category_path, errors)
     items: list[str] = []
     cates: list[str] = []
     lines = 0
-    for no, line in enumerate(io.BytesIO(data), start=1):
-        if not line.strip():
-            continue
-        lines += 1
-        parsed = reader.parse(no, line)
-        if parsed is not None:
-            items.append(parsed[0])
-            cates.append(parsed[1])
+
+    def parse(start: int, chunk: bytes) -> None:
+        nonlocal lines
+        for no, line in enumerate(io.BytesIO(chunk), start=start):
+            if not line.strip():
+                continue
+            lines += 1
+            parsed = reader.parse(no, line)
+            if parsed is not None:
+                items.append(parsed[0])
+                cates.append(parsed[1])
+
+    _each_chunk(path, errors, parse, arrow=arrow)
     return items, cates, errors, lines
 
 
@@ -507,11 +707,12 @@ def _leaves_fast(data: bytes) -> tuple[list[str], list[str], int] | None:
     return asin.to_pylist(), leaves.tolist(), table.num_rows
 
 
-def _leaves_slow(data: bytes, errors: LineErrors) -> tuple[list[str], list[str], int]:
-    """Same as ``_leaves_fast`` with ``json.loads`` per line; bad lines raise or are counted."""
+def _leaves_slow(data: bytes, errors: LineErrors, start: int = 1) -> tuple[list[str], list[str], int]:
+    """Same as ``_leaves_fast`` with ``json.loads`` per line; bad lines raise or are counted.
+    ``start``: the number of the first line."""
     items: list[str] = []
     cates: list[str] = []
-    for no, obj in _json_lines(data, errors):
+    for no, obj in _json_lines(data, errors, start):
         asin, cat = obj.get("asin"), obj.get("category")
         if not isinstance(asin, str):
             errors.bad(no, "no 'asin'" if asin is None else f"'asin' is {asin!r}, expected a string")
@@ -525,13 +726,38 @@ def _leaves_slow(data: bytes, errors: LineErrors) -> tuple[list[str], list[str],
     return items, cates, lines
 
 
-def read_meta_2018(path: Path, policy: str) -> tuple[list[str], list[str], LineErrors, int]:
+@_with_arrow_or_not
+def read_meta_2018(path: Path, policy: str, arrow: bool = True) -> tuple[list[str], list[str], LineErrors, int]:
     """(asins, categories, errors, lines read) of a 2018 meta file, in file order; categories are
-    ``category[-1]`` with HTML entities unescaped."""
+    ``category[-1]`` with HTML entities unescaped. Read in chunks through pyarrow; when a chunk
+    cannot be read so, the whole file goes through the per-line pass."""
     errors = LineErrors(path, policy)
-    data = read_all_bytes(require_file(path, "Amazon meta file"), errors)
-    fast = _leaves_fast(data)
-    items, cates, lines = fast if fast is not None else _leaves_slow(data, errors)
+    path = require_file(path, "Amazon meta file")
+    items: list[str] = []
+    cates: list[str] = []
+    lines = 0
+
+    def add(part: tuple[list[str], list[str], int]) -> None:
+        nonlocal lines
+        items.extend(part[0])
+        cates.extend(part[1])
+        lines += part[2]
+
+    def fast(start: int, chunk: bytes) -> None:
+        if _blank(chunk):
+            return
+        part = _leaves_fast(chunk)
+        if part is None:
+            raise _NeedsLinePass
+        add(part)
+
+    try:
+        _each_chunk(path, errors, fast, numbered=False, arrow=arrow)
+    except _NeedsLinePass:
+        items.clear()
+        cates.clear()
+        lines = 0
+        _each_chunk(path, errors, lambda start, chunk: add(_leaves_slow(chunk, errors, start)), arrow=arrow)
     unescaped = {c: html.unescape(c) for c in set(cates)}
     return items, [unescaped[c] for c in cates], errors, lines
 

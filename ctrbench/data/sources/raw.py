@@ -28,6 +28,7 @@ import numpy as np
 from ctrbench.errors import ConfigError, DataError
 
 BAD_LINE_POLICIES = ("error", "skip")
+MAX_EXAMPLES = 5  # the bad lines a LineErrors keeps as examples (the first ones)
 
 
 @dataclass
@@ -72,8 +73,13 @@ class LineErrors:
         if self.policy == "error":
             raise DataError(f"{where}: {reason} (set dataset.on_bad_line=skip to skip such lines)")
         self.count += 1
-        if len(self.examples) < 5:
+        if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(f"line {line_no}: {reason}")
+
+    def put_first(self, other: LineErrors) -> None:
+        """Count ``other``'s bad lines ahead of these (found later, but earlier in the file's order)."""
+        self.count += other.count
+        self.examples = (other.examples + self.examples)[:MAX_EXAMPLES]
 
     def report(self) -> dict:
         return {"file": str(self.path), "bad_lines_skipped": self.count, "examples": self.examples}
@@ -112,26 +118,40 @@ def open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _gunzip(path: Path, out: io.BytesIO) -> None:
-    """Decompress every gzip member of ``path`` into ``out`` as the compressed bytes stream in, so
-    that a truncated file leaves everything before the damage in ``out``. Raises EOFError when the
-    stream ends inside a member, zlib.error when it is corrupt."""
+def gunzip_pieces(path: Path) -> Iterator[bytes]:
+    """The decompressed content of every gzip member of ``path``, piece by piece as the compressed
+    bytes stream in, so that a truncated file gives everything before the damage. Raises EOFError
+    when the stream ends inside a member, zlib.error when it is corrupt."""
     d = zlib.decompressobj(wbits=31)
     fed = False  # has the current member received any bytes?
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
             while block:
-                out.write(d.decompress(block))
+                yield d.decompress(block)
                 fed = True
                 if not d.eof:
                     break
-                out.write(d.flush())
+                yield d.flush()
                 block, fed = d.unused_data, False
                 d = zlib.decompressobj(wbits=31)
                 if not block.strip(b"\0"):  # trailing zero padding after the last member
                     block = b""
     if fed and not d.eof:
         raise EOFError("the stream ends inside a gzip member")
+
+
+def _gunzip(path: Path, out: io.BytesIO) -> None:
+    """``gunzip_pieces`` written into ``out`` (which keeps what came before the damage)."""
+    out.writelines(gunzip_pieces(path))
+
+
+def gzip_damage(path: Path, error: Exception, n_lines: int, errors: LineErrors | None) -> None:
+    """A truncated or corrupt gzip whose readable part has ``n_lines`` complete lines: a DataError,
+    or with ``on_bad_line=skip`` one bad line (line ``n_lines + 1``) counted in ``errors``."""
+    reason = f"the gzip stream is truncated or corrupt ({type(error).__name__}: {error}) after {n_lines:,} complete lines"
+    if errors is None or errors.policy == "error":
+        raise DataError(f"{path}: {reason}; download the file again (or set dataset.on_bad_line=skip to keep the readable part)") from None
+    errors.bad(n_lines + 1, reason)
 
 
 def read_all_bytes(path: Path, errors: LineErrors | None = None) -> bytes:
@@ -146,11 +166,7 @@ def read_all_bytes(path: Path, errors: LineErrors | None = None) -> bytes:
         _gunzip(path, out)
     except (EOFError, zlib.error) as e:
         data = out.getvalue()
-        n_lines = data.count(b"\n")
-        reason = f"the gzip stream is truncated or corrupt ({type(e).__name__}: {e}) after {n_lines:,} complete lines"
-        if errors is None or errors.policy == "error":
-            raise DataError(f"{path}: {reason}; download the file again (or set dataset.on_bad_line=skip to keep the readable part)") from None
-        errors.bad(n_lines + 1, reason)
+        gzip_damage(path, e, data.count(b"\n"), errors)
         return data[: data.rfind(b"\n") + 1]
     return out.getvalue()
 
