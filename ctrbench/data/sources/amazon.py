@@ -453,6 +453,21 @@ def _shared_strings(column: pa.ChunkedArray) -> np.ndarray:
     return encoded.chunk(0).dictionary.to_numpy(zero_copy_only=False)[codes]
 
 
+def _fast_path(parse: Callable[[bytes], object], keep: Callable[[object], None]) -> Callable[[int, bytes], None]:
+    """A chunk function for ``_each_chunk``: ``keep(parse(chunk))``, chunks of blank lines skipped;
+    ``_NeedsLinePass`` when ``parse`` cannot read a chunk (it returns None)."""
+
+    def fast(start: int, chunk: bytes) -> None:
+        if _blank(chunk):
+            return
+        part = parse(chunk)
+        if part is None:
+            raise _NeedsLinePass
+        keep(part)
+
+    return fast
+
+
 @_with_arrow_or_not
 def read_reviews(path: Path, policy: str, arrow: bool = True) -> tuple[Events, dict]:
     """Events from a reviews file (either release): user=reviewerID, item=asin, time=unixReviewTime,
@@ -462,16 +477,8 @@ def read_reviews(path: Path, policy: str, arrow: bool = True) -> tuple[Events, d
     path = require_file(path, "Amazon reviews file")
     tables: list[pa.Table] = []
 
-    def fast(start: int, chunk: bytes) -> None:
-        if _blank(chunk):
-            return
-        table = _reviews_fast(chunk)
-        if table is None:
-            raise _NeedsLinePass
-        tables.append(table)
-
     try:
-        _each_chunk(path, errors, fast, numbered=False, arrow=arrow)
+        _each_chunk(path, errors, _fast_path(_reviews_fast, tables.append), numbered=False, arrow=arrow)
     except _NeedsLinePass:
         tables.clear()
         cols: dict[str, list] = {name: [] for name, _, _ in REVIEW_CHECKS}
@@ -743,16 +750,8 @@ def read_meta_2018(path: Path, policy: str, arrow: bool = True) -> tuple[list[st
         cates.extend(part[1])
         lines += part[2]
 
-    def fast(start: int, chunk: bytes) -> None:
-        if _blank(chunk):
-            return
-        part = _leaves_fast(chunk)
-        if part is None:
-            raise _NeedsLinePass
-        add(part)
-
     try:
-        _each_chunk(path, errors, fast, numbered=False, arrow=arrow)
+        _each_chunk(path, errors, _fast_path(_leaves_fast, add), numbered=False, arrow=arrow)
     except _NeedsLinePass:
         items.clear()
         cates.clear()
