@@ -171,6 +171,17 @@ def test_bilinear_attention_is_a_masked_softmax():
     assert (masked_softmax(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool)) == 0).all()
 
 
+def test_bilinear_attention_score_is_h_w_e_with_a_rectangular_w():
+    """Eq. (8)'s score h_t W e_a, W [H, D] (H != D pins its orientation), against a naive loop."""
+    torch.manual_seed(0)
+    att = BilinearAttention(3, 2).double()
+    h, e = torch.randn(2, 4, 3, dtype=torch.double), torch.randn(2, 2, dtype=torch.double)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    W = att.W.detach()
+    score = torch.tensor([[sum(h[b, t, i] * W[i, j] * e[b, j] for i in range(3) for j in range(2)) for t in range(4)] for b in range(2)])
+    torch.testing.assert_close(att(h, e, mask), torch.softmax(score, dim=-1), rtol=1e-12, atol=1e-14)
+
+
 def test_fm_inner_and_outer_products():
     f = torch.tensor([[[1.0, 2.0], [3.0, 0.0], [0.0, -1.0]]])
     # pairs: (0,1) 3, (0,2) -2, (1,2) 0
