@@ -110,12 +110,9 @@ class DIEN(CTRModel):
         mask = batch.hist_mask
         with_aux = self.training and self.aux_alpha > 0 and batch.neg_hist_item is not None
         if with_aux:
-            # target, history and the negatives in one lookup per table: the backward then builds one
-            # dense table gradient per table instead of three (Adam's tables are dense)
-            e_a, e_h, e_neg = self.emb.embed_together(
-                (batch.item, batch.cate), (batch.hist_item, batch.hist_cate), (batch.neg_hist_item, batch.neg_hist_cate)
-            )
-            e_h = e_h * mask.unsqueeze(-1).to(e_h.dtype)
+            # one lookup per table: with a dense optimizer (Adam, the DIEN table's) the backward then
+            # builds one whole-table gradient per table instead of three
+            e_a, e_h, e_neg = self.emb.target_history_negatives(batch)
         else:
             e_a, e_h = self.emb.target(batch), self.emb.history(batch)
         h = run_gru(self.extractor, e_h, batch.hist_len)  # [B, L, H], Eqs. (2)-(5)

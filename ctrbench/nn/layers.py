@@ -101,13 +101,24 @@ class ItemEmbeddings(nn.Module):
         """``[target(batch), the history's real positions pos (packed_positions) [P, D]]``, one lookup per table."""
         return self.embed_together((batch.item, batch.cate), (batch.hist_item.reshape(-1)[pos], batch.hist_cate.reshape(-1)[pos]))
 
+    def target_history_negatives(self, batch: Batch) -> list[torch.Tensor]:
+        """``[target(batch), history(batch), the negative behaviours' embeddings]`` (DIEN's auxiliary
+        loss), one lookup per table."""
+        e_a, e_h, e_neg = self.embed_together(
+            (batch.item, batch.cate), (batch.hist_item, batch.hist_cate), (batch.neg_hist_item, batch.neg_hist_cate)
+        )
+        return [e_a, _zero_padding(e_h, batch.hist_mask), e_neg]
 
     def history(self, batch: Batch) -> torch.Tensor:
-        e = self.embed(batch.hist_item, batch.hist_cate)
-        return e * batch.hist_mask.unsqueeze(-1).to(e.dtype)
+        return _zero_padding(self.embed(batch.hist_item, batch.hist_cate), batch.hist_mask)
 
     def profile(self, batch: Batch) -> list[torch.Tensor]:
         return [self.user(batch.user)] if self.user is not None else []
+
+
+def _zero_padding(e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """History embeddings [B, L, D] with the padded positions (mask False) set to 0."""
+    return e * mask.unsqueeze(-1).to(e.dtype)
 
 
 # On CPU, a batch whose histories are mostly padding runs the history part of a model on its real
