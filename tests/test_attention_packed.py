@@ -73,7 +73,7 @@ def test_packing_is_chosen_by_the_share_of_real_positions_and_the_switch():
     assert packed_positions(Batch(**{**batch.__dict__, "hist_mask": full, "hist_len": full.sum(1)})) is None
 
 
-@pytest.mark.parametrize("name, overrides", [("base", {}), ("base", {"pooling": "mean"}), ("wdl", {}), ("pnn", {}),
+@pytest.mark.parametrize("name, overrides", [("lr", {}), ("lr", {"pooling": "sum"}), ("base", {}), ("base", {"pooling": "mean"}), ("wdl", {}), ("pnn", {}),
                                              ("deepfm", {}), ("din", {}), ("din", {"attention_softmax": True})])
 def test_models_on_packed_histories_equal_padded(tiny_dataset, monkeypatch, name, overrides):
     """Every model with a packed path: the same logits and gradients whether a batch runs on its real

@@ -15,7 +15,7 @@ from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.fields import FieldEmbeddings, FirstOrder
 from ctrbench.nn.activations import ActFactory
 from ctrbench.nn.interactions import fm_second_order
-from ctrbench.nn.layers import MLP
+from ctrbench.nn.layers import MLP, packed_positions
 
 
 class DeepFM(CTRModel):
@@ -34,5 +34,5 @@ class DeepFM(CTRModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         f = self.fields(batch, self.pack_histories)
-        logit = self.linear(batch) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
+        logit = self.linear(batch, packed_positions(batch, self.pack_histories)) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
         return ModelOutput(logits=logit)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
-from ctrbench.nn.layers import ItemEmbeddings, field_embedding, masked_pool, packed_positions, pool_rows
+from ctrbench.nn.layers import ItemEmbeddings, field_embedding, masked_pool, mean_rows, packed_positions, pool_rows
 
 
 class FieldEmbeddings(nn.Module):
@@ -53,10 +53,17 @@ class FirstOrder(nn.Module):
                 nn.init.zeros_(t.weight)
         self.bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """[B]; ``packed``: the batch's ``packed_positions`` (pos, row), to look up and pool the
+        history's real positions only (the same values up to rounding), or None (the padded grid)."""
         z = self.bias + self.item(batch.item).squeeze(-1) + self.cate(batch.cate).squeeze(-1)
-        hist = self.h_item(batch.hist_item) + self.h_cate(batch.hist_cate)
-        z = z + masked_pool(hist, batch.hist_mask, "mean").squeeze(-1)
+        if packed is not None:
+            pos, row = packed
+            hist = self.h_item(batch.hist_item.reshape(-1)[pos]) + self.h_cate(batch.hist_cate.reshape(-1)[pos])  # [P, 1]
+            z = z + mean_rows(hist, row, batch.hist_len).squeeze(-1)
+        else:
+            hist = self.h_item(batch.hist_item) + self.h_cate(batch.hist_cate)
+            z = z + masked_pool(hist, batch.hist_mask, "mean").squeeze(-1)
         if self.user is not None:
             z = z + self.user(batch.user).squeeze(-1)
         return z

@@ -26,7 +26,8 @@ from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.embedding_mlp import BaseModel
 from ctrbench.models.fields import FirstOrder
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.layers import masked_pool
+from ctrbench.nn.embedding import Embedding
+from ctrbench.nn.layers import masked_pool, mean_rows, packed_positions
 
 
 class WideDeep(CTRModel):
@@ -45,19 +46,28 @@ class WideDeep(CTRModel):
         self.deep = BaseModel(vocab, act, embedding_dim, mlp, "sum", use_user)
         self.linear = FirstOrder(vocab, use_user)
         self.n_buckets = n_buckets
-        self.cross_cate = nn.Embedding(n_buckets, 1)
-        self.cross_item = nn.Embedding(n_buckets, 1)
+        self.cross_cate = Embedding(n_buckets, 1)
+        self.cross_item = Embedding(n_buckets, 1)
         nn.init.zeros_(self.cross_cate.weight)
         nn.init.zeros_(self.cross_item.weight)
 
     def bucket(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a.unsqueeze(1) * 1_000_003 + b) % self.n_buckets
+        """hash(a, b) of same-shaped id tensors."""
+        return (a * 1_000_003 + b) % self.n_buckets
 
     def forward(self, batch: Batch) -> ModelOutput:
-        m = batch.hist_mask
-        cc = self.cross_cate(self.bucket(batch.cate, batch.hist_cate))  # [B, L, 1]
-        ci = self.cross_item(self.bucket(batch.item, batch.hist_item))
-        wide = self.linear(batch) + masked_pool(cc + ci, m, "mean").squeeze(-1)
+        packed = packed_positions(batch, self.pack_histories)
+        if packed is not None:  # a mostly padded batch on CPU: the history's real positions only (nn/layers.py)
+            pos, row = packed
+            hc, hi = batch.hist_cate.reshape(-1)[pos], batch.hist_item.reshape(-1)[pos]
+            cc = self.cross_cate(self.bucket(batch.cate[row], hc))  # [P, 1]
+            ci = self.cross_item(self.bucket(batch.item[row], hi))
+            crosses = mean_rows(cc + ci, row, batch.hist_len)
+        else:
+            cc = self.cross_cate(self.bucket(batch.cate.unsqueeze(1), batch.hist_cate))  # [B, L, 1]
+            ci = self.cross_item(self.bucket(batch.item.unsqueeze(1), batch.hist_item))
+            crosses = masked_pool(cc + ci, batch.hist_mask, "mean")
+        wide = self.linear(batch, packed) + crosses.squeeze(-1)
         return ModelOutput(logits=wide + self.deep(batch).logits)
 
     def variant(self) -> dict:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
 from ctrbench.nn.activations import ActFactory
+from ctrbench.nn.embedding import Embedding
 
 
 class MLP(nn.Module):
@@ -48,7 +49,7 @@ def field_embedding(n: int, dim: int, field: str) -> nn.Embedding:
     history categories; ``user``)."""
     if field not in FIELDS:
         raise ValueError(f"unknown id field {field!r}: expected one of {FIELDS}")
-    table = nn.Embedding(n, dim, padding_idx=0)
+    table = Embedding(n, dim, padding_idx=0)
     table.field = field
     return table
 
@@ -148,6 +149,12 @@ def packed_positions(batch: Batch, enabled: bool = True) -> tuple[torch.Tensor, 
 def pool_rows(x: torch.Tensor, row: torch.Tensor, n_rows: int) -> torch.Tensor:
     """The sum of the packed rows ``x`` [P, D] of each sample: [n_rows, D] (0 for a sample without any)."""
     return x.new_zeros(n_rows, x.shape[-1]).index_add(0, row, x)
+
+
+def mean_rows(x: torch.Tensor, row: torch.Tensor, hist_len: torch.Tensor) -> torch.Tensor:
+    """The mean of the packed rows ``x`` [P, D] of each sample over its ``hist_len`` real positions:
+    [B, D] (0 for a sample without any), as ``masked_pool(..., "mean")`` of the padded grid."""
+    return pool_rows(x, row, len(hist_len)) / hist_len.clamp(min=1).unsqueeze(1).to(x.dtype)
 
 
 def masked_pool(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

@@ -49,7 +49,7 @@ from ctrbench.memory_budget import check_memory_budget
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.train import checkpoint, resume
-from ctrbench.train import distributed, sparse_grads
+from ctrbench.train import distributed, flat_sgd, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_pack_histories, training_setup
@@ -145,6 +145,10 @@ class Trainer:
         self.sparse_embeddings = sparse_grads.resolve(t.get("sparse_embeddings", "auto"), self.optimizer, self.dist.enabled, self.compiled)
         if self.sparse_embeddings:
             sparse_grads.use_row_gradients(self.model)
+        # plain SGD's zeroing, clipping and update as one op per buffer (flat_sgd.py)
+        self.flat = None
+        if flat_sgd.resolve(t.get("flat_sgd", "auto"), self.optimizer, self.dist.enabled, self.compiled, self.scaler is not None):
+            self.optimizer = self.flat = flat_sgd.FlatSGD(self.model, self.optimizer)
         # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
         for module in self.model.modules():
@@ -237,8 +241,11 @@ class Trainer:
             g = next(p for p in self.model.parameters() if p.grad is not None).grad
             (g._values() if g.is_sparse else g).fill_(float("nan"))
         if self.grad_clip:
-            clip = sparse_grads.clip_grad_norm_ if self.sparse_embeddings else torch.nn.utils.clip_grad_norm_
-            norm = clip(self.model.parameters(), self.grad_clip)
+            if self.flat is not None:  # the flat parameters and the row-wise tables
+                norm = sparse_grads.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip)
+            else:
+                clip = sparse_grads.clip_grad_norm_ if self.sparse_embeddings else torch.nn.utils.clip_grad_norm_
+                norm = clip(self.model.parameters(), self.grad_clip)
             value, norm_value = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
         else:
             value, norm_value = float(loss.detach()), None
@@ -601,6 +608,7 @@ class Trainer:
             "threads_choice": threads_choice(),  # how: auto (idle cores), set, or the sweep's share of the cores
             "eval_batch_size": self.eval_batch_size,  # the rows actually used (trainer.eval_batch_size, or its auto choice)
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
+            "optimizer_step": "flat" if self.flat is not None else "torch",  # trainer.flat_sgd (same updates; rounding only)
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {

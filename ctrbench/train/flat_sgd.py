@@ -1,0 +1,105 @@
+"""Plain SGD and gradient-norm clipping over one flat buffer of the dense parameters.
+
+The papers' tables train with plain SGD at mini-batches of 32 (DIN paper §6.3), clipping the global
+gradient norm at 5 (the official code). At that batch size a step's arithmetic is small and the
+number of torch ops decides its time (each costs 3–10 us whatever its size). On CPU,
+``torch.optim.SGD`` updates one parameter at a time in Python (its ``foreach`` path is for GPUs,
+and it loops anyway when a gradient is sparse), and ``clip_grad_norm_`` measures and scales each
+gradient with its own op: with ~20 parameters that is ~60 small ops and ~15% of a DIN step.
+
+Here the dense-gradient parameters of each param group share one storage, and their gradients
+another: every parameter and its ``.grad`` are views into them, which the backward pass accumulates
+into in place (``AccumulateGrad`` adds into a defined gradient; into zeros that is exact). Zeroing,
+measuring, scaling and updating are then one op each per group:
+
+    zero:    G <- 0                                       (instead of setting every .grad to None)
+    clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6));  G <- c G
+    update:  W <- W - lr G                                (torch's SGD update over the flat parameter W)
+
+The clipping is ``sparse_grads.clip_grad_norm_`` over the flat parameters, and the update torch's
+SGD update (``FlatSGD`` is a ``torch.optim.SGD``); row-wise (sparse) embedding gradients
+(``sparse_grads.py``) stay outside the buffers. The updates are torch's up to float rounding: the
+global norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay,
+not ``maximize``), on one process, uncompiled, without fp16 loss scaling; ``trainer.flat_sgd``:
+``auto`` (exactly then), ``false`` (torch's optimizer step and clipping).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ctrbench.errors import ConfigError
+from ctrbench.train.sparse_grads import sgd_without_state
+
+SETTINGS = ("auto", "false")
+
+
+def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compiled: bool, scaled: bool) -> bool:
+    """Whether the trainer runs ``optimizer``'s steps over flat buffers (``FlatSGD``)."""
+    value = str(setting).lower() if setting is not None else "auto"
+    if value not in SETTINGS:
+        raise ConfigError(f"trainer.flat_sgd={setting!r} is invalid: expected auto or false")
+    if value == "false" or distributed or compiled or scaled or not sgd_without_state(optimizer):
+        return False
+    return not any(g.get("maximize", False) or g.get("nesterov", False) for g in optimizer.param_groups)
+
+
+class FlatSGD(torch.optim.SGD):
+    """Plain SGD over flat buffers (see the module docstring), built from a plain ``optimizer``
+    (``resolve`` says when): the same param groups and settings, whose dense parameters become one
+    flat parameter per group (and dtype and device). Its state dict, learning rates (which a
+    scheduler changes between steps) and update are torch's SGD's; ``step`` is that update without
+    torch's per-step dispatch (momentum, weight decay and ``maximize`` are never set here), and
+    ``zero_grad`` zeroes the flat gradients in place (dropping them, as ``set_to_none`` does, would
+    drop the buffers the model's gradients are views of).
+
+    The model's parameters keep their identity: their ``.data`` becomes a view into the flat
+    parameter and their ``.grad`` a view into its gradient, so ``load_state_dict`` (which copies into
+    them) keeps them there. Parameters with row-wise gradients (an ``nn.Embedding`` with
+    ``sparse=True``) stay as they are."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.SGD) -> None:
+        sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        self.flat: list[nn.Parameter] = []
+        self.sparse: list[nn.Parameter] = []
+        groups = []
+        for group in optimizer.param_groups:
+            dense = [p for p in group["params"] if id(p) not in sparse]
+            rows = [p for p in group["params"] if id(p) in sparse]
+            kinds = dict.fromkeys((p.dtype, p.device) for p in dense)  # first-seen order
+            flat = [_flatten([p for p in dense if (p.dtype, p.device) == kind]) for kind in kinds]
+            self.flat += flat
+            self.sparse += rows
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": flat + rows})
+        super().__init__(groups)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.flat:
+            p.grad.zero_()
+        for p in self.sparse:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """w <- w - lr g for every parameter with a gradient (torch's SGD without momentum, weight
+        decay or maximize; a sparse gradient adds into its rows)."""
+        for group in self.param_groups:
+            lr = group["lr"]
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-lr)
+
+
+def _flatten(params: list[nn.Parameter]) -> nn.Parameter:
+    """One flat parameter holding ``params`` and a zeroed gradient; each parameter's ``.data`` and
+    ``.grad`` become views into them."""
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset:offset + n].view_as(p)
+        p.grad = flat.grad[offset:offset + n].view_as(p)
+        offset += n
+    return flat
