@@ -79,7 +79,7 @@ def test_parameters_and_gradients_are_views_into_the_buffers_and_stay_so_after_l
     stepper = flat_sgd.FlatSGD(model, torch.optim.SGD(model.parameters(), lr=0.5))
     weights, = stepper.flat
     grads = weights.grad
-    assert stepper.sparse == [model.items.weight]
+    assert stepper.tables == [model.items.weight]
     assert stepper.param_groups[0]["params"] == [weights, model.items.weight]
     dense = [p for p in model.parameters() if p is not model.items.weight]
     assert weights.numel() == sum(p.numel() for p in dense)
@@ -90,7 +90,7 @@ def test_parameters_and_gradients_are_views_into_the_buffers_and_stay_so_after_l
     model.load_state_dict(saved)  # copies into the views (as resuming a run does)
     assert model.mlp[0].weight.untyped_storage().data_ptr() == weights.untyped_storage().data_ptr()
     torch.testing.assert_close(model.mlp[0].weight, saved["mlp.0.weight"])
-    x, c, y = next(_batches(1))
+    x, c, _ = next(_batches(1))
     stepper.zero_grad()
     model(x, c).sum().backward()
     g = model.mlp[0].weight.grad.clone()
@@ -99,6 +99,26 @@ def test_parameters_and_gradients_are_views_into_the_buffers_and_stay_so_after_l
     torch.testing.assert_close(model.mlp[0].weight, saved["mlp.0.weight"] - 0.5 * g)
     stepper.zero_grad()
     assert not grads.any() and model.items.weight.grad is None
+
+
+def test_large_dense_tables_and_row_wise_tables_keep_their_own_gradients(monkeypatch):
+    """A table of MIN_OWN_TABLE weights or more (its backward builds a whole new gradient buffer)
+    and a row-wise table stay outside the flat buffer; smaller dense tables go in."""
+    monkeypatch.setattr(flat_sgd, "MIN_OWN_TABLE", 40 * 4)
+    model = _Net(sparse=False)
+    stepper = flat_sgd.FlatSGD(model, torch.optim.SGD(model.parameters(), lr=1.0))
+    assert stepper.tables == [model.items.weight]  # 40 x 4 = MIN_OWN_TABLE
+    weights, = stepper.flat
+    assert model.cats.weight.untyped_storage().data_ptr() == weights.untyped_storage().data_ptr()
+    x, c, _ = next(_batches(1))
+    stepper.zero_grad()
+    model(x, c).sum().backward()
+    assert model.items.weight.grad.untyped_storage().data_ptr() != weights.grad.untyped_storage().data_ptr()
+    before = model.items.weight.detach().clone()
+    stepper.step()
+    torch.testing.assert_close(model.items.weight, before - model.items.weight.grad)
+    stepper.zero_grad()
+    assert model.items.weight.grad is None
 
 
 def test_which_optimizers_step_over_flat_buffers():

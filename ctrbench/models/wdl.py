@@ -26,7 +26,6 @@ from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.embedding_mlp import BaseModel
 from ctrbench.models.fields import FirstOrder
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.embedding import Embedding
 from ctrbench.nn.layers import masked_pool, mean_rows, packed_positions
 
 
@@ -46,8 +45,8 @@ class WideDeep(CTRModel):
         self.deep = BaseModel(vocab, act, embedding_dim, mlp, "sum", use_user)
         self.linear = FirstOrder(vocab, use_user)
         self.n_buckets = n_buckets
-        self.cross_cate = Embedding(n_buckets, 1)
-        self.cross_item = Embedding(n_buckets, 1)
+        self.cross_cate = nn.Embedding(n_buckets, 1)
+        self.cross_item = nn.Embedding(n_buckets, 1)
         nn.init.zeros_(self.cross_cate.weight)
         nn.init.zeros_(self.cross_item.weight)
 

@@ -10,7 +10,6 @@ from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.embedding import Embedding
 
 
 class MLP(nn.Module):
@@ -49,7 +48,7 @@ def field_embedding(n: int, dim: int, field: str) -> nn.Embedding:
     history categories; ``user``)."""
     if field not in FIELDS:
         raise ValueError(f"unknown id field {field!r}: expected one of {FIELDS}")
-    table = Embedding(n, dim, padding_idx=0)
+    table = nn.Embedding(n, dim, padding_idx=0)
     table.field = field
     return table
 

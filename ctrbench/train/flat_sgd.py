@@ -17,8 +17,8 @@ measuring, scaling and updating are then one op each per group:
     update:  W <- W - lr G                                (torch's SGD update over the flat parameter W)
 
 The clipping is ``sparse_grads.clip_grad_norm_`` over the flat parameters, and the update torch's
-SGD update (``FlatSGD`` is a ``torch.optim.SGD``); row-wise (sparse) embedding gradients
-(``sparse_grads.py``) stay outside the buffers. The updates are torch's up to float rounding: the
+SGD update (``FlatSGD`` is a ``torch.optim.SGD``); embedding tables with row-wise (sparse)
+gradients (``sparse_grads.py``) or of ``MIN_OWN_TABLE`` weights or more keep their own gradients. The updates are torch's up to float rounding: the
 global norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay,
 not ``maximize``), on one process, uncompiled, without fp16 loss scaling; ``trainer.flat_sgd``:
 ``auto`` (exactly then), ``false`` (torch's optimizer step and clipping).
@@ -33,6 +33,12 @@ from ctrbench.errors import ConfigError
 from ctrbench.train.sparse_grads import sgd_without_state
 
 SETTINGS = ("auto", "false")
+
+# Embedding tables of at least this many weights keep their own gradients: the backward builds a
+# table's dense gradient as a new whole-table buffer, so adding it into the flat one would cost a
+# pass over the table, more than the ops saved (Wide&Deep's 100,003 x 1 cross tables); row-wise
+# (sparse) gradients always stay outside.
+MIN_OWN_TABLE = 1 << 15
 
 
 def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compiled: bool, scaled: bool) -> bool:
@@ -56,28 +62,29 @@ class FlatSGD(torch.optim.SGD):
 
     The model's parameters keep their identity: their ``.data`` becomes a view into the flat
     parameter and their ``.grad`` a view into its gradient, so ``load_state_dict`` (which copies into
-    them) keeps them there. Parameters with row-wise gradients (an ``nn.Embedding`` with
-    ``sparse=True``) stay as they are."""
+    them) keeps them there. Embedding tables with row-wise gradients (``sparse=True``) or of
+    ``MIN_OWN_TABLE`` weights or more stay as they are (``tables``)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.SGD) -> None:
-        sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        tables = {id(m.weight) for m in model.modules()
+                  if isinstance(m, nn.Embedding) and (m.sparse or m.weight.numel() >= MIN_OWN_TABLE)}
         self.flat: list[nn.Parameter] = []
-        self.sparse: list[nn.Parameter] = []
+        self.tables: list[nn.Parameter] = []
         groups = []
         for group in optimizer.param_groups:
-            dense = [p for p in group["params"] if id(p) not in sparse]
-            rows = [p for p in group["params"] if id(p) in sparse]
+            dense = [p for p in group["params"] if id(p) not in tables]
+            rows = [p for p in group["params"] if id(p) in tables]
             kinds = dict.fromkeys((p.dtype, p.device) for p in dense)  # first-seen order
             flat = [_flatten([p for p in dense if (p.dtype, p.device) == kind]) for kind in kinds]
             self.flat += flat
-            self.sparse += rows
+            self.tables += rows
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": flat + rows})
         super().__init__(groups)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.flat:
             p.grad.zero_()
-        for p in self.sparse:
+        for p in self.tables:
             p.grad = None
 
     @torch.no_grad()
