@@ -53,7 +53,7 @@ def test_flat_steps_equal_torchs_clip_and_sgd(max_norm, sparse):
         if flat:
             opt = stepper
             assert isinstance(opt, torch.optim.SGD) and len(opt.param_groups[0]["params"]) == (2 if sparse else 1)
-        params = [p for g in opt.param_groups for p in g["params"]]
+        params = list(model.parameters())
         losses, norms = [], []
         for i, (x, c, y) in enumerate(_batches(6)):
             opt.param_groups[0]["lr"] = 1.0 / (1 + i)
@@ -62,7 +62,7 @@ def test_flat_steps_equal_torchs_clip_and_sgd(max_norm, sparse):
             loss.backward()
             if max_norm is not None:
                 clip = sparse_grads.clip_grad_norm_ if sparse else torch.nn.utils.clip_grad_norm_
-                norms.append(float(clip(params, max_norm)))
+                norms.append(float(opt.clip_grad_norm_(max_norm) if flat else clip(params, max_norm)))
             opt.step()
             losses.append(float(loss.detach()))
         results[flat] = losses, norms, {k: v.clone() for k, v in model.state_dict().items()}
@@ -114,6 +114,11 @@ def test_large_dense_tables_and_row_wise_tables_keep_their_own_gradients(monkeyp
     stepper.zero_grad()
     model(x, c).sum().backward()
     assert model.items.weight.grad.untyped_storage().data_ptr() != weights.grad.untyped_storage().data_ptr()
+    dense = [p.grad.clone() for p in model.parameters()]
+    expected = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in dense]))
+    assert float(stepper.clip_grad_norm_(0.1)) == pytest.approx(float(expected), rel=1e-12)
+    for p, g in zip(model.parameters(), dense):
+        torch.testing.assert_close(p.grad, g * (0.1 / (expected + 1e-6)), rtol=1e-12, atol=1e-15)
     before = model.items.weight.detach().clone()
     stepper.step()
     torch.testing.assert_close(model.items.weight, before - model.items.weight.grad)

@@ -16,7 +16,7 @@ measuring, scaling and updating are then one op each per group:
     clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6));  G <- c G
     update:  W <- W - lr G                                (torch's SGD update over the flat parameter W)
 
-The clipping is ``sparse_grads.clip_grad_norm_`` over the flat parameters, and the update torch's
+The clipping is torch's ``clip_grad_norm_`` over the flat parameters, and the update torch's
 SGD update (``FlatSGD`` is a ``torch.optim.SGD``); embedding tables with row-wise (sparse)
 gradients (``sparse_grads.py``) or of ``MIN_OWN_TABLE`` weights or more keep their own gradients. The updates are torch's up to float rounding: the
 global norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay,
@@ -86,6 +86,26 @@ class FlatSGD(torch.optim.SGD):
             p.grad.zero_()
         for p in self.tables:
             p.grad = None
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` (2-norm) over every parameter: returns the global norm
+        (a 0-d tensor) and scales every gradient by min(1, max_norm / (norm + 1e-6)). A row-wise
+        gradient is coalesced first (repeated rows summed: the norm of the dense gradient it
+        stands for) and its values are scaled in place; one ``_foreach`` op measures everything,
+        one scales it."""
+        grads = [p.grad for p in self.flat]
+        for p in self.tables:
+            if p.grad is not None:
+                if p.grad.is_sparse:
+                    p.grad = p.grad.coalesce()
+                    grads.append(p.grad._values())
+                else:
+                    grads.append(p.grad)
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, coef)
+        return total
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -241,8 +241,8 @@ class Trainer:
             g = next(p for p in self.model.parameters() if p.grad is not None).grad
             (g._values() if g.is_sparse else g).fill_(float("nan"))
         if self.grad_clip:
-            if self.flat is not None:  # the flat parameters and the row-wise tables
-                norm = sparse_grads.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip)
+            if self.flat is not None:  # the flat parameters and the tables outside them
+                norm = self.flat.clip_grad_norm_(self.grad_clip)
             else:
                 clip = sparse_grads.clip_grad_norm_ if self.sparse_embeddings else torch.nn.utils.clip_grad_norm_
                 norm = clip(self.model.parameters(), self.grad_clip)
