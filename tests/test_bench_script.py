@@ -35,3 +35,18 @@ def test_eval_passes_must_be_positive(tmp_path):
 def test_gauc_mode(tmp_path):
     d = _run("--mode", "gauc", "--n", "20000", "--gauc-users", "1000", "--repeat", "2", cwd=tmp_path)
     assert d["mode"] == "gauc" and 0 < d["gauc_seconds_best"] < 10
+
+
+def test_bench_ab_alternates_variants_in_one_process(tmp_path):
+    """scripts/bench_ab.py: flat SGD against torch's step on the built-in data; the same data order
+    and the same updates up to rounding give the same losses; a bad --variant is refused."""
+    script = SCRIPT.parent / "bench_ab.py"
+    proc = subprocess.run([sys.executable, str(script), "--blocks", "2", "--block", "5", "--warmup", "2", "-o", f"paths.data_dir={tmp_path / 'data'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()[-2:]]
+    assert [d["variant"] for d in lines] == ["flat", "torch"]
+    assert all(d["steps_timed"] == 10 and d["train_samples_per_s"] > 0 for d in lines)
+    assert abs(lines[0]["loss_last_100"] - lines[1]["loss_last_100"]) < 1e-5
+    bad = subprocess.run([sys.executable, str(script), "--variant", "noequals"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "expected NAME=OVERRIDE" in bad.stderr
