@@ -55,6 +55,25 @@ def compose_train(*overrides: str):
         return compose("train", list(overrides))
 
 
+def first_steps(trainer, n: int = 30) -> tuple[list[float], dict]:
+    """The losses of ``trainer``'s first ``n`` training steps and a copy of its weights after them."""
+    losses = []
+    for i, (_, batch) in enumerate(trainer.train_batches):
+        if i == n:
+            break
+        losses.append(trainer.train_step(batch))
+    return losses, {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_training(a: tuple[list[float], dict], b: tuple[list[float], dict]) -> None:
+    """Two ``first_steps`` results equal up to float32 rounding (amplified by SGD at learning rate 1)."""
+    import torch
+
+    assert a[0] == pytest.approx(b[0], rel=1e-5)
+    for k, v in b[1].items():
+        torch.testing.assert_close(a[1][k], v, rtol=1e-4, atol=1e-5)
+
+
 def fast_trainer(dataset, run_dir: Path, *overrides: str):
     """A Trainer set up on ``dataset`` for calling ``train_step`` directly: the train config with
     +debug=fast on CPU and ``overrides``; the data folder is ``run_dir``'s parent's ``data``."""

@@ -11,7 +11,7 @@ from torch import nn
 from ctrbench.errors import ConfigError
 from ctrbench.train import flat_sgd, sparse_grads
 
-from conftest import fast_trainer
+from conftest import assert_same_training, fast_trainer, first_steps
 
 
 class _Net(nn.Module):
@@ -149,15 +149,8 @@ def test_table_setup_trains_the_same_with_flat_and_torchs_steps(tiny_dataset, tm
     for setting in ("false", "auto"):
         t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=din_table3", f"+row={row}", f"trainer.flat_sgd={setting}")
         assert (t.flat is not None) == (setting == "auto")
-        losses = []
-        for i, (_, batch) in enumerate(t.train_batches):
-            if i == 30:
-                break
-            losses.append(t.train_step(batch))
-        runs[setting] = (losses, {k: v.clone() for k, v in t.model.state_dict().items()})
-    assert runs["auto"][0] == pytest.approx(runs["false"][0], rel=1e-5)
-    for k, v in runs["false"][1].items():
-        torch.testing.assert_close(runs["auto"][1][k], v, rtol=1e-4, atol=1e-5)
+        runs[setting] = first_steps(t)
+    assert_same_training(runs["auto"], runs["false"])
 
 
 def test_adam_runs_keep_torchs_step(tiny_dataset, tmp_path):

@@ -10,7 +10,7 @@ from torch import nn
 from ctrbench.errors import ConfigError
 from ctrbench.train import sparse_grads
 
-from conftest import fast_trainer
+from conftest import assert_same_training, fast_trainer, first_steps
 
 
 def _twin_models(sparse: bool):
@@ -82,15 +82,8 @@ def test_table_setup_trains_the_same_with_row_and_dense_gradients(tiny_dataset, 
                          f"trainer.sparse_embeddings={setting}", "trainer.pack_histories=false")
         assert t.sparse_embeddings == (setting == "auto")
         assert all(m.sparse == (setting == "auto") for m in t.model.modules() if isinstance(m, nn.Embedding))
-        losses = []
-        for i, (_, batch) in enumerate(t.train_batches):
-            if i == 30:
-                break
-            losses.append(t.train_step(batch))
-        runs[setting] = (losses, {k: v.clone() for k, v in t.model.state_dict().items()})
-    assert runs["auto"][0] == pytest.approx(runs["false"][0], rel=1e-5)
-    for k, v in runs["false"][1].items():
-        torch.testing.assert_close(runs["auto"][1][k], v, rtol=1e-4, atol=1e-5)
+        runs[setting] = first_steps(t)
+    assert_same_training(runs["auto"], runs["false"])
 
 
 @pytest.mark.parametrize("overrides, packs", [((), False), (("+experiment=din_table3",), True),
