@@ -16,11 +16,12 @@ measuring, scaling and updating are then one op each per group:
     clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6));  G <- c G
     update:  W <- W - lr G                                (torch's SGD update over the flat parameter W)
 
-The clipping is torch's ``clip_grad_norm_`` over the flat parameters, and the update torch's
-SGD update (``FlatSGD`` is a ``torch.optim.SGD``); embedding tables with row-wise (sparse)
-gradients (``sparse_grads.py``) or of ``MIN_OWN_TABLE`` weights or more keep their own gradients. The updates are torch's up to float rounding: the
-global norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay,
-not ``maximize``), on one process, uncompiled, without fp16 loss scaling; ``trainer.flat_sgd``:
+The clipping is torch's ``clip_grad_norm_`` formula in one ``_foreach_norm`` and one
+``_foreach_mul_``, and the update torch's SGD update (``FlatSGD`` is a ``torch.optim.SGD``).
+Embedding tables with row-wise (sparse) gradients (``sparse_grads.py``) or of ``MIN_OWN_TABLE``
+weights or more keep their own gradients. The updates are torch's up to float rounding: the global
+norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay, not
+``maximize``), on one process, uncompiled, without fp16 loss scaling; ``trainer.flat_sgd``:
 ``auto`` (exactly then), ``false`` (torch's optimizer step and clipping).
 """
 
