@@ -59,7 +59,8 @@ def main() -> None:
     for name, overrides in variants:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name="train", overrides=base + overrides)
-        dataset = dataset or load_dataset(cfg.dataset, cfg.paths.data_dir)
+        if dataset is None:
+            dataset = load_dataset(cfg.dataset, cfg.paths.data_dir)
         trainer = Trainer(cfg, run_dir=Path(tempfile.mkdtemp(prefix="bench_ab_")))
         trainer.setup(dataset)
         trainer.progress = Progress()

@@ -16,8 +16,8 @@ measuring, scaling and updating are then one op each per group:
     clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6));  G <- c G
     update:  W <- W - lr G                                (torch's SGD update over the flat parameter W)
 
-The clipping is torch's ``clip_grad_norm_`` formula in one ``_foreach_norm`` and one
-``_foreach_mul_``, and the update torch's SGD update (``FlatSGD`` is a ``torch.optim.SGD``).
+The clipping is ``sparse_grads.clip_grad_norm_`` (torch's formula, in one ``_foreach_norm`` and one
+``_foreach_mul_``) and the update torch's ``SGD.step`` (``FlatSGD`` is a ``torch.optim.SGD``).
 Embedding tables with row-wise (sparse) gradients (``sparse_grads.py``) or of ``MIN_OWN_TABLE``
 weights or more keep their own gradients. The updates are torch's up to float rounding: the global
 norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay, not
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ctrbench.errors import ConfigError
-from ctrbench.train.sparse_grads import sgd_without_state
+from ctrbench.train import sparse_grads
 
 SETTINGS = ("auto", "false")
 
@@ -47,7 +47,7 @@ def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compil
     value = str(setting).lower() if setting is not None else "auto"
     if value not in SETTINGS:
         raise ConfigError(f"trainer.flat_sgd={setting!r} is invalid: expected auto or false")
-    if value == "false" or distributed or compiled or scaled or not sgd_without_state(optimizer):
+    if value == "false" or distributed or compiled or scaled or not sparse_grads.sgd_without_state(optimizer):
         return False
     return not any(g.get("maximize", False) or g.get("nesterov", False) for g in optimizer.param_groups)
 
@@ -56,10 +56,9 @@ class FlatSGD(torch.optim.SGD):
     """Plain SGD over flat buffers (see the module docstring), built from a plain ``optimizer``
     (``resolve`` says when): the same param groups and settings, whose dense parameters become one
     flat parameter per group (and dtype and device). Its state dict, learning rates (which a
-    scheduler changes between steps) and update are torch's SGD's; ``step`` is that update without
-    torch's per-step dispatch (momentum, weight decay and ``maximize`` are never set here), and
-    ``zero_grad`` zeroes the flat gradients in place (dropping them, as ``set_to_none`` does, would
-    drop the buffers the model's gradients are views of).
+    scheduler changes between steps), hooks and ``step`` are torch's SGD's; ``zero_grad`` zeroes the
+    flat gradients in place (dropping them, as ``set_to_none`` does, would drop the buffers the
+    model's gradients are views of).
 
     The model's parameters keep their identity: their ``.data`` becomes a view into the flat
     parameter and their ``.grad`` a view into its gradient, so ``load_state_dict`` (which copies into
@@ -88,35 +87,10 @@ class FlatSGD(torch.optim.SGD):
         for p in self.tables:
             p.grad = None
 
-    @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
-        """``torch.nn.utils.clip_grad_norm_`` (2-norm) over every parameter: returns the global norm
-        (a 0-d tensor) and scales every gradient by min(1, max_norm / (norm + 1e-6)). A row-wise
-        gradient is coalesced first (repeated rows summed: the norm of the dense gradient it
-        stands for) and its values are scaled in place; one ``_foreach`` op measures everything,
-        one scales it."""
-        grads = [p.grad for p in self.flat]
-        for p in self.tables:
-            if p.grad is not None:
-                if p.grad.is_sparse:
-                    p.grad = p.grad.coalesce()
-                    grads.append(p.grad._values())
-                else:
-                    grads.append(p.grad)
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, coef)
-        return total
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """w <- w - lr g for every parameter with a gradient (torch's SGD without momentum, weight
-        decay or maximize; a sparse gradient adds into its rows)."""
-        for group in self.param_groups:
-            lr = group["lr"]
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-lr)
+        """``sparse_grads.clip_grad_norm_`` over the flat parameters and the tables outside them:
+        returns the global norm and scales every gradient to it."""
+        return sparse_grads.clip_grad_norm_([*self.flat, *self.tables], max_norm)
 
 
 def _flatten(params: list[nn.Parameter]) -> nn.Parameter:

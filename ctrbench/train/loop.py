@@ -146,9 +146,8 @@ class Trainer:
         if self.sparse_embeddings:
             sparse_grads.use_row_gradients(self.model)
         # plain SGD's zeroing, clipping and update as one op per buffer (flat_sgd.py)
-        self.flat = None
         if flat_sgd.resolve(t.get("flat_sgd", "auto"), self.optimizer, self.dist.enabled, self.compiled, self.scaler is not None):
-            self.optimizer = self.flat = flat_sgd.FlatSGD(self.model, self.optimizer)
+            self.optimizer = flat_sgd.FlatSGD(self.model, self.optimizer)
         # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
         for module in self.model.modules():
@@ -191,6 +190,11 @@ class Trainer:
         self.progress = Progress()
         if self.plan == "resume":
             self.restore(checkpoint.load(self.last_path, map_location=self.device))
+
+    @property
+    def flat(self) -> flat_sgd.FlatSGD | None:
+        """The optimizer when it steps over flat buffers (``trainer.flat_sgd``), else None."""
+        return self.optimizer if isinstance(self.optimizer, flat_sgd.FlatSGD) else None
 
     def grad_clip_value(self) -> float | None:
         clip = self.cfg.trainer.grad_clip

@@ -84,25 +84,21 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float) -> torc
 
     The total norm is the 2-norm of the per-parameter norms, in parameter order; a sparse gradient
     is coalesced first (repeated rows summed), so its norm is that of the dense gradient it stands
-    for. Every gradient is then scaled by min(1, max_norm / (total + 1e-6)), as torch does.
-    Returns the total norm (a 0-d tensor)."""
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return torch.tensor(0.0)
-    dense = [p.grad for p in params if not p.grad.is_sparse]
-    dense_norms = iter(torch._foreach_norm(dense, 2.0) if dense else [])
-    norms = []
-    for p in params:
+    for. Every gradient (a sparse one's values, in place) is then scaled by
+    min(1, max_norm / (total + 1e-6)), as torch does: one ``_foreach`` op measures them all, one
+    scales them. Returns the total norm (a 0-d tensor)."""
+    grads = []
+    for p in parameters:
+        if p.grad is None:
+            continue
         if p.grad.is_sparse:
             p.grad = p.grad.coalesce()
-            norms.append(torch.linalg.vector_norm(p.grad._values(), 2.0))
+            grads.append(p.grad._values())
         else:
-            norms.append(next(dense_norms))
-    total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+            grads.append(p.grad)
+    if not grads:
+        return torch.tensor(0.0)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if dense:
-        torch._foreach_mul_(dense, coef)
-    for p in params:
-        if p.grad.is_sparse:
-            p.grad.mul_(coef)
+    torch._foreach_mul_(grads, coef)
     return total
