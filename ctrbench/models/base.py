@@ -27,9 +27,15 @@ class CTRModel(nn.Module):
     ``pack_histories``: whether a mostly padded batch on CPU runs on its real history positions
     (``nn.layers.packed_positions``: the same values up to float rounding); set per run by the
     trainer from ``trainer.pack_histories``. Off by default, so that a model built alone, and every
-    run that does not ask for it, computes exactly what the padded form computes."""
+    run that does not ask for it, computes exactly what the padded form computes.
+
+    ``has_recurrence``: whether the model steps a recurrence (DIEN's GRUs); ``native_recurrence``:
+    whether it runs them in training in ``nn/csrc/gru_scan.c`` (same values up to float rounding),
+    set per run by the trainer from ``trainer.native_recurrence``; off for a model built alone."""
 
     compilable = True
+    has_recurrence = False
+    native_recurrence = False
     pack_histories = False
     eval_rows_cpu = 2048
     eval_positions_cpu: int | None = None

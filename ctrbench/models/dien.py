@@ -42,6 +42,7 @@ class DIEN(CTRModel):
     # protocol's 100 gave): the DIEN protocol leaves evaluation histories uncut (dataset.eval_max_len),
     # and a Books-size stream of 35,000 behaviours would otherwise pad a 2,048-row batch to 10 GB
     eval_positions_cpu = 2048 * 100
+    has_recurrence = True
 
     @property
     def has_unused_parameters(self) -> bool:
@@ -115,15 +116,16 @@ class DIEN(CTRModel):
             e_a, e_h, e_neg = self.emb.target_history_negatives(batch)
         else:
             e_a, e_h = self.emb.target(batch), self.emb.history(batch)
-        h = run_gru(self.extractor, e_h, batch.hist_len)  # [B, L, H], Eqs. (2)-(5)
+        native = self.native_recurrence and self.training  # the recurrences in csrc/gru_scan.c (same values up to rounding)
+        h = run_gru(self.extractor, e_h, batch.hist_len, native=native)  # [B, L, H], Eqs. (2)-(5)
         if self.evolution == "gru_att":
             # two-layer GRU attention: a second GRU over h, attention on *its* states, then pooling
-            h2 = run_gru(self.evolver, h, batch.hist_len)
+            h2 = run_gru(self.evolver, h, batch.hist_len, native=native)
             a2 = self.attend(h2, e_a, mask)  # [B, L], Eq. (8) on the second GRU's states
             interest = torch.einsum("bl,blh->bh", a2, h2)
         else:
             a = self.attend(h, e_a, mask)  # [B, L], Eq. (8)
-            interest = self.evolver(h, a, mask)  # h'_T
+            interest = self.evolver(h, a, mask, native=native)  # h'_T
         pooled = e_h.sum(dim=1)
         extra = [e_a * pooled] if self.mlp_inputs == "code" else []  # the official code's e_a ⊙ Σe_h
         x = torch.cat([e_a, pooled, *extra, interest, *self.emb.profile(batch)], dim=-1)

@@ -104,3 +104,90 @@ def attentional_gru_scan(xs: torch.Tensor, U: torch.Tensor, g0: torch.Tensor | N
         return AttentionalGRUScan.apply(
             xs.to(dtype).contiguous(), U, None if g0 is None else g0.to(dtype), None if g1 is None else g1.to(dtype)
         )
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("the native GRU recurrence could not allocate its working memory")
+
+
+class NativeGRUScan(torch.autograd.Function):
+    """The same recurrence (with a hidden bias bh inside p_t and, for a plain GRU, g0 = g1 = None:
+    u'_t = u_t) in ``csrc/gru_scan.c``, batch-first, each row over its own real positions only:
+
+        xs [B, T, 3H], U [3H, H], bh [3H] | None, g0 / g1 [B, T] | None, lengths [B] (int64)
+        -> h_seq [B, T, H] (h_1..h_T, 0 past a row's length), h_last [B, H] (h at the row's length)
+
+    Steps past a row's length are not run (they would leave the state as it is), so the gradients
+    of xs, g0 and g1 there are 0. The kernel also sums dU and dbh over the steps (per block of 4
+    rows, then over blocks), so the gradient of U h_{t-1} + bh is never written out.
+    float32 and float64, CPU, contiguous; ``native.library()`` must not be None."""
+
+    @staticmethod
+    def forward(ctx, xs, U, bh, g0, g1, lengths):
+        from ctrbench.nn import native
+
+        lib = native.library()
+        B, T, H3 = xs.shape
+        H = H3 // 3
+        sfx = "f64" if xs.dtype == torch.float64 else "f32"
+        xs, U = xs.contiguous(), U.contiguous()
+        bh = None if bh is None else bh.contiguous()
+        g0 = None if g0 is None else g0.reshape(B, T).contiguous()
+        g1 = None if g1 is None else g1.reshape(B, T).contiguous()
+        lengths = lengths.to(torch.int64).contiguous()
+        order = torch.argsort(lengths, stable=True)  # the kernel steps 4 rows at a time: rows of similar length together
+        save = any(ctx.needs_input_grad)
+        h_seq, h_last = xs.new_empty(B, T, H), xs.new_empty(B, H)
+        ur = xs.new_empty(B, T, 2 * H) if save else None
+        cs = xs.new_empty(B, T, H) if save else None
+        hpc = xs.new_empty(B, T, H) if save else None
+        Ut = U.t().contiguous()
+        _check(getattr(lib, f"ctr_gru_fwd_{sfx}")(
+            B, T, H, _ptr(xs), _ptr(Ut), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc)
+        ))
+        if save:
+            ctx.save_for_backward(U, g0, g1, lengths, order, h_seq, ur, cs, hpc)
+            ctx.has_bh = bh is not None
+        return h_seq, h_last
+
+    @staticmethod
+    def backward(ctx, grad_seq, grad_last):
+        from ctrbench.nn import native
+
+        U, g0, g1, lengths, order, h_seq, ur, cs, hpc = ctx.saved_tensors
+        B, T, H = h_seq.shape
+        sfx = "f64" if h_seq.dtype == torch.float64 else "f32"
+        grad_seq = None if grad_seq is None else grad_seq.contiguous()
+        grad_last = None if grad_last is None else grad_last.contiguous()
+        d_xs, d_U = h_seq.new_empty(B, T, 3 * H), U.new_empty(3 * H, H)
+        d_bh = U.new_empty(3 * H) if ctx.has_bh else None
+        d_g0 = h_seq.new_empty(B, T) if g0 is not None and ctx.needs_input_grad[3] else None
+        d_g1 = h_seq.new_empty(B, T) if g1 is not None and ctx.needs_input_grad[4] else None
+        _check(getattr(native.library(), f"ctr_gru_bwd_{sfx}")(
+            B, T, H, _ptr(U), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(ur), _ptr(cs), _ptr(hpc),
+            _ptr(grad_seq), _ptr(grad_last), _ptr(d_xs), _ptr(d_U), _ptr(d_bh), _ptr(d_g0), _ptr(d_g1),
+        ))
+        return d_xs, d_U, d_bh, d_g0, d_g1, None
+
+
+def native_gru_scan(
+    xs: torch.Tensor, U: torch.Tensor, bh: torch.Tensor | None, g0: torch.Tensor | None, g1: torch.Tensor | None, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``NativeGRUScan`` outside autocast, in U's dtype (as ``attentional_gru_scan``)."""
+    dtype = U.dtype
+    with torch.autocast(xs.device.type, enabled=False):
+        cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+        return NativeGRUScan.apply(xs.to(dtype), U, cast(bh), cast(g0), cast(g1), lengths)
+
+
+def native_usable(x: torch.Tensor) -> bool:
+    """Whether ``NativeGRUScan`` can run on tensors like ``x`` here: CPU, float32 or float64, and
+    the library built (``native.library()``)."""
+    from ctrbench.nn import native
+
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.library() is not None

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ctrbench.nn.gru_scan import attentional_gru_scan
+from ctrbench.nn.gru_scan import attentional_gru_scan, native_gru_scan, native_usable
 
 EVOLUTIONS = ("augru", "agru", "aigru", "gru_att")
 AUGRU_FORMULAS = ("paper", "code")
 
 
-def run_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, max_padding: float = 0.25) -> torch.Tensor:
+def run_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, max_padding: float = 0.25, native: bool = False) -> torch.Tensor:
     """torch's fused GRU over post-padded sequences, [B, L, D] -> [B, L, H], 0 at padded positions.
 
     When at most ``max_padding`` of the [B, L] grid is padding (the Batcher pads to the batch's
@@ -27,10 +27,15 @@ def run_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, max_padding: fl
     tensor and padded outputs are masked: the recurrence is causal, so real positions are exact,
     and the unpacked kernel is ~1.7x faster than the packed one here. Otherwise the batch is packed
     so that no step runs over padding. Rows with an empty history get all-zero outputs (packing
-    needs length >= 1, so they run on one padding step, then are masked)."""
+    needs length >= 1, so they run on one padding step, then are masked).
+
+    ``native=True`` runs the recurrence in ``csrc/gru_scan.c`` instead (``native_gru``), where the
+    library is built and the GRU is one plain layer: the same values up to float rounding."""
     B, L, _ = x.shape
     if B * L == 0:
         return x.new_zeros(B, L, gru.hidden_size)
+    if native and _native_gru_ok(gru, x):
+        return native_gru(gru, x, lengths)
     mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
     if int(lengths.sum()) >= (1.0 - max_padding) * B * L:
         out, _ = gru(x)
@@ -39,6 +44,30 @@ def run_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, max_padding: fl
         out, _ = gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=L)
     return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+def _native_gru_ok(gru: nn.GRU, x: torch.Tensor) -> bool:
+    return gru.num_layers == 1 and not gru.bidirectional and gru.bias and gru.batch_first and gru.proj_size == 0 and native_usable(x)
+
+
+def native_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``nn.GRU`` (one layer, batch first) over post-padded x [B, L, D] by ``NativeGRUScan``:
+    [B, L, H], 0 past each row's length. torch's GRU computes, with gate rows (r, z, n),
+
+        r, z = sigmoid(W_ir x + b_ir + W_hr h + b_hr), sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n    = tanh(W_in x + b_in + r * (W_hn h + b_hn));   h' = (1 - z) n + z h = h + (1 - z)(n - h)
+
+    which is the scan's plain GRU (u' = u) with u = 1 - z = sigmoid(-(...)): its gate rows
+    (u, r, c) are (-z rows, r rows, n rows) of torch's weights and biases."""
+    H = gru.hidden_size
+    sign = x.new_ones(3 * H, 1)
+    sign[:H] = -1.0
+    order = torch.cat([torch.arange(H, 2 * H), torch.arange(H), torch.arange(2 * H, 3 * H)]).to(x.device)
+    w_ih, w_hh = gru.weight_ih_l0[order] * sign, gru.weight_hh_l0[order] * sign
+    b_ih, b_hh = gru.bias_ih_l0[order] * sign[:, 0], gru.bias_hh_l0[order] * sign[:, 0]
+    xs = F.linear(x, w_ih, b_ih)  # every step's input projection, [B, L, 3H]
+    h_seq, _ = native_gru_scan(xs, w_hh, b_hh, None, None, lengths)
+    return h_seq
 
 
 def masked_softmax(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -117,10 +146,12 @@ class EvolvingGRU(nn.Module):
             u_eff = torch.addcmul(g0, g1, u)
         return torch.addcmul(h, u_eff, c - h)  # (1 - u') h + u' c
 
-    def forward(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor, reference: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a: torch.Tensor, mask: torch.Tensor, reference: bool = False, native: bool = False) -> torch.Tensor:
         """h'_T from inputs x [B, L, I], attention a [B, L] and the real-position mask [B, L].
         The recurrence runs in ``gru_scan`` (hand-written backward); ``reference=True`` runs the
-        same steps through ``step`` under autograd (the tests compare the two)."""
+        same steps through ``step`` under autograd (the tests compare the two); ``native=True``
+        runs it in ``csrc/gru_scan.c`` (``NativeGRUScan``, each row over its real positions), where
+        that library is built."""
         B, L, _ = x.shape
         steps = int(mask.sum(dim=1).max()) if B else 0
         if steps == 0:
@@ -128,6 +159,9 @@ class EvolvingGRU(nn.Module):
         x, a, m = x[:, :steps], a[:, :steps], mask[:, :steps].to(x.dtype)
         if self.kind == "aigru":
             x = x * a.unsqueeze(-1)
+        if native and not reference and native_usable(x):
+            g0, g1 = self.gate_factors(a, m)
+            return native_gru_scan(self.x2h(x), self.h2h.weight, None, g0, g1, mask[:, :steps].sum(dim=1))[1]
         # Every step's input projection in one matrix product, time-major so that each step reads
         # a contiguous [B, 3H] slice.
         xs = self.x2h(x.transpose(0, 1))

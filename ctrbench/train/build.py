@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +16,8 @@ from ctrbench.errors import ConfigError
 from ctrbench.models.base import CTRModel
 from ctrbench.nn.activations import PReLU
 from ctrbench.train.regularizers import Regularizer
+
+log = logging.getLogger("ctrbench")
 
 
 def build_model(model_cfg: DictConfig, act_cfg: DictConfig, vocab: Vocab) -> CTRModel:
@@ -85,6 +88,30 @@ def resolve_pack_histories(setting, bucket: int) -> bool:
     if value not in ("auto", "true", "false"):
         raise ConfigError(f"trainer.pack_histories={setting!r} is invalid: expected auto, true or false")
     return value == "true" or (value == "auto" and bucket <= 1)
+
+
+def resolve_native_recurrence(setting, model: CTRModel, device) -> bool:
+    """``trainer.native_recurrence``: whether a model with recurrences (``has_recurrence``: DIEN)
+    runs them in training in ``nn/csrc/gru_scan.c``. ``auto``: on CPU when the library builds (a
+    warning says why not, and the torch ops run); ``true``: the same, and a one-line error where
+    it cannot; ``false``: torch ops. Models without recurrences: False whatever the setting."""
+    value = str(setting).lower() if setting is not None else "auto"
+    if value not in ("auto", "true", "false"):
+        raise ConfigError(f"trainer.native_recurrence={setting!r} is invalid: expected auto, true or false")
+    if value == "false" or not model.has_recurrence:
+        return False
+    from ctrbench.nn import native
+
+    if getattr(device, "type", str(device)) != "cpu":
+        why = f"the native recurrences run on CPU, and this run is on {device}"
+    elif native.library() is None:
+        why = f"the native recurrences could not be built: {native.unavailable_reason()}"
+    else:
+        return True
+    if value == "true":
+        raise ConfigError(f"trainer.native_recurrence=true: {why}; use auto or false")
+    log.warning(f"{why}; the recurrences run as torch ops (trainer.native_recurrence=auto)")
+    return False
 
 
 def training_setup(cfg: DictConfig) -> dict:

@@ -52,7 +52,7 @@ from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed, flat_sgd, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
-from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_pack_histories, training_setup
+from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_native_recurrence, resolve_pack_histories, training_setup
 from ctrbench.train.environment import peak_memory_mb, resolve_device, resolve_precision, seed_everything, threads_choice, versions
 from ctrbench.train.progress import Clock, InterruptFlag, Progress, ProgressBar, TrainingInterrupted, history_line
 from ctrbench import tracking
@@ -150,9 +150,12 @@ class Trainer:
             self.optimizer = flat_sgd.FlatSGD(self.model, self.optimizer)
         # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
+        # DIEN's recurrences as native loops in training (nn/csrc/gru_scan.c)
+        self.native_recurrence = resolve_native_recurrence(t.get("native_recurrence", "auto"), self.model, self.device)
         for module in self.model.modules():
             if isinstance(module, CTRModel):
                 module.pack_histories = self.pack_histories
+                module.native_recurrence = self.native_recurrence
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
@@ -614,6 +617,8 @@ class Trainer:
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
             "optimizer_step": "flat" if self.flat is not None else "torch",  # trainer.flat_sgd (same updates; rounding only)
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
+            # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)
+            "recurrence": ("native" if self.native_recurrence else "torch") if self.model.has_recurrence else None,
             "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {
                 **self.model.variant(),

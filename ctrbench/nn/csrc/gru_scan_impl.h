@@ -1,0 +1,230 @@
+/* Body of gru_scan.c for one floating type: REAL, VEC (a vector of REAL), W (its lanes), SFX(name). */
+
+static inline int64_t SFX(clamp_len)(int64_t n, int64_t T) { return n < 0 ? 0 : (n > T ? T : n); }
+
+/* out[r][0..PV) = bias + sum_k x[r][k] Wv[k][0..PV), for the ROWS rows r; Wv is [K][PV] vectors.
+   Each loaded weight vector serves the ROWS rows, and the accumulators stay in registers. */
+static inline void SFX(rows_times)(const REAL *const x[ROWS], int64_t K, const VEC *Wv, int64_t PV, const VEC *bias,
+                                   VEC *const out[ROWS]) {
+    const VEC zero = {0};
+    int64_t v = 0;
+    for (; v + 2 <= PV; v += 2) {
+        VEC a00 = bias ? bias[v] : zero, a01 = bias ? bias[v + 1] : zero;
+        VEC a10 = a00, a11 = a01, a20 = a00, a21 = a01, a30 = a00, a31 = a01;
+        for (int64_t k = 0; k < K; k++) {
+            const VEC w0 = Wv[k * PV + v], w1 = Wv[k * PV + v + 1];
+            const REAL x0 = x[0][k], x1 = x[1][k], x2 = x[2][k], x3 = x[3][k];
+            a00 += x0 * w0; a01 += x0 * w1;
+            a10 += x1 * w0; a11 += x1 * w1;
+            a20 += x2 * w0; a21 += x2 * w1;
+            a30 += x3 * w0; a31 += x3 * w1;
+        }
+        out[0][v] = a00; out[0][v + 1] = a01;
+        out[1][v] = a10; out[1][v + 1] = a11;
+        out[2][v] = a20; out[2][v + 1] = a21;
+        out[3][v] = a30; out[3][v + 1] = a31;
+    }
+    if (v < PV) {
+        VEC a0 = bias ? bias[v] : zero;
+        VEC a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < K; k++) {
+            const VEC w = Wv[k * PV + v];
+            a0 += x[0][k] * w; a1 += x[1][k] * w; a2 += x[2][k] * w; a3 += x[3][k] * w;
+        }
+        out[0][v] = a0; out[1][v] = a1; out[2][v] = a2; out[3][v] = a3;
+    }
+}
+
+/* A [rows][cols] matrix as [rows][PV] vectors, zero-padded; NULL when out of memory. */
+static VEC *SFX(padded)(const REAL *m, int64_t rows, int64_t cols, int64_t PV) {
+    VEC *out = aligned_alloc(sizeof(VEC), (size_t)(rows * PV) * sizeof(VEC) + sizeof(VEC));
+    if (!out) return NULL;
+    memset(out, 0, (size_t)(rows * PV) * sizeof(VEC));
+    for (int64_t i = 0; i < rows; i++) memcpy((REAL *)(out + i * PV), m + i * cols, (size_t)cols * sizeof(REAL));
+    return out;
+}
+
+/* Forward; returns 0, or 1 when out of memory. Rows are stepped ROWS at a time in the order
+   ``order`` (a permutation of 0..B-1; NULL: 0..B-1): rows of similar lengths together waste no steps. ur [B, T, 2H], cs [B, T, H], hpc [B, T, H]
+   (U^c h_{t-1} + bh^c) are saved for the backward when not NULL. Ut is U transposed, [H, 3H]. */
+int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, const REAL *xs, const REAL *Ut, const REAL *bh,
+                     const REAL *g0, const REAL *g1, const int64_t *len, const int64_t *order, REAL *h_seq,
+                     REAL *h_last, REAL *ur, REAL *cs, REAL *hpc) {
+    const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H3 + W - 1) / W;
+    const int agru = g0 != NULL && g1 == NULL;
+    VEC *Uv = SFX(padded)(Ut, H, H3, PV), *bv = bh ? SFX(padded)(bh, 1, H3, PV) : NULL;
+    VEC *acc = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC));
+    REAL *zero = calloc((size_t)H, sizeof(REAL)), *ur_tmp = malloc((size_t)H2 * sizeof(REAL)), *c_tmp = malloc((size_t)H * sizeof(REAL));
+    int status = 0;
+    if (!Uv || (bh && !bv) || !acc || !zero || !ur_tmp || !c_tmp) { status = 1; goto done; }
+    FLUSH_SUBNORMALS;
+    VEC *const out[ROWS] = {acc, acc + PV, acc + 2 * PV, acc + 3 * PV};
+    for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
+        int64_t L[ROWS], row[ROWS], Lmax = 0;
+        for (int r = 0; r < ROWS; r++) {
+            row[r] = b0 + r < B ? (order ? order[b0 + r] : b0 + r) : -1;
+            L[r] = row[r] >= 0 ? SFX(clamp_len)(len[row[r]], T) : 0;
+            Lmax = L[r] > Lmax ? L[r] : Lmax;
+        }
+        for (int64_t t = 0; t < Lmax; t++) {
+            const REAL *hprev[ROWS];
+            for (int r = 0; r < ROWS; r++) hprev[r] = t > 0 && t < L[r] ? h_seq + (row[r] * T + t - 1) * H : zero;
+            SFX(rows_times)(hprev, H, Uv, PV, bv, out); /* U h_{t-1} + bh for the ROWS rows */
+            for (int r = 0; r < ROWS; r++) {
+                if (t >= L[r]) continue;
+                const int64_t i = row[r] * T + t;
+                const REAL *x = xs + i * H3, *a = (const REAL *)out[r], *h = hprev[r];
+                REAL *g = ur ? ur + i * H2 : ur_tmp;
+                for (int64_t j = 0; j < H2; j++) g[j] = SFX(sigmoid)(x[j] + a[j]);
+                REAL *c = cs ? cs + i * H : c_tmp;
+                for (int64_t j = 0; j < H; j++) c[j] = SFX(tanh)(x[H2 + j] + g[H + j] * a[H2 + j]);
+                if (hpc) memcpy(hpc + i * H, a + H2, (size_t)H * sizeof(REAL));
+                const REAL a0 = g0 ? g0[i] : 0, a1 = agru ? 0 : (g1 ? g1[i] : 1);
+                REAL *hn = h_seq + i * H;
+                for (int64_t j = 0; j < H; j++) hn[j] = h[j] + (a0 + a1 * g[j]) * (c[j] - h[j]);
+            }
+        }
+        for (int r = 0; r < ROWS && row[r] >= 0; r++) {
+            const int64_t b = row[r];
+            if (L[r] < T) memset(h_seq + (b * T + L[r]) * H, 0, (size_t)((T - L[r]) * H) * sizeof(REAL));
+            memcpy(h_last + b * H, L[r] > 0 ? h_seq + (b * T + L[r] - 1) * H : zero, (size_t)H * sizeof(REAL));
+        }
+    }
+    RESTORE_MODE;
+done:
+    free(Uv); free(bv); free(acc); free(zero); free(ur_tmp); free(c_tmp);
+    return status;
+}
+
+/* One step of one row in the backward, through the gates: d_xs, d_p (see ctr_gru_bwd), d u'_t per
+   unit (due, for d_g0 / d_g1) and the (1 - u'_t) part of dh_{t-1}. A function of its own so that
+   its pointers are restrict-qualified and the loop vectorises. */
+static inline void SFX(bwd_gates)(int64_t H, REAL a0, REAL a1, const REAL *restrict dh, const REAL *restrict hp,
+                                  const REAL *restrict u, const REAL *restrict r, const REAL *restrict c,
+                                  const REAL *restrict pc, REAL *restrict dx, REAL *restrict dp, REAL *restrict due,
+                                  REAL *restrict dhn) {
+    for (int64_t j = 0; j < H; j++) {
+        const REAL ue = a0 + a1 * u[j];
+        const REAL d_ue = dh[j] * (c[j] - hp[j]);
+        const REAL dc = dh[j] * ue * (1 - c[j] * c[j]); /* through tanh */
+        const REAL dpu = d_ue * a1 * u[j] * (1 - u[j]); /* through sigmoid */
+        const REAL dpr = dc * pc[j] * r[j] * (1 - r[j]);
+        due[j] = d_ue;
+        dx[j] = dpu;
+        dx[H + j] = dpr;
+        dx[2 * H + j] = dc;
+        dp[j] = dpu;
+        dp[H + j] = dpr;
+        dp[2 * H + j] = dc * r[j];
+        dhn[j] = dh[j] * (1 - ue); /* the (1 - u'_t) h_{t-1} path */
+    }
+}
+
+/* sum_j a[j] b[j] (b NULL: sum_j a[j]), in W partial sums: a chain of scalar additions would wait on
+   each addition's latency. */
+static inline REAL SFX(dot)(const REAL *a, const REAL *b, int64_t n) {
+    VEC acc = {0};
+    int64_t j = 0;
+    for (; j + W <= n; j += W) {
+        VEC x, y;
+        memcpy(&x, a + j, sizeof x);
+        if (b) {
+            memcpy(&y, b + j, sizeof y);
+            x *= y;
+        }
+        acc += x;
+    }
+    REAL s = 0;
+    for (int k = 0; k < W; k++) s += acc[k];
+    for (; j < n; j++) s += b ? a[j] * b[j] : a[j];
+    return s;
+}
+
+/* acc[k][0..PV) += sum_r dp[r][k] hv[r][0..PV), for k < K: the rows' outer products d_p_t h_{t-1}^T. */
+static inline void SFX(outer_add)(const REAL *const dp[ROWS], const VEC *const hv[ROWS], int64_t K, int64_t PV, VEC *acc) {
+    for (int64_t k = 0; k < K; k++) {
+        const REAL d0 = dp[0][k], d1 = dp[1][k], d2 = dp[2][k], d3 = dp[3][k];
+        VEC *a = acc + k * PV;
+        for (int64_t v = 0; v < PV; v++) a[v] += d0 * hv[0][v] + d1 * hv[1][v] + d2 * hv[2][v] + d3 * hv[3][v];
+    }
+}
+
+/* Backward; returns 0, or 1 when out of memory. grad_seq [B, T, H] (the gradient of h_seq) and
+   grad_last [B, H] (of h_last) may be NULL. Writes d_xs [B, T, 3H] (of xs; 0 at positions past a
+   row's length), d_U [3H, H] = sum_t d_p_t^T h_{t-1} and, when not NULL, d_bh [3H] = sum_t d_p_t
+   (d_p_t: the gradient of U h_{t-1} + bh), d_g0 / d_g1 [B, T] (0 past a row's length). U is
+   [3H, H]. The sums over steps are taken per block of ROWS rows, then over blocks. */
+int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, const REAL *U, const REAL *g0, const REAL *g1,
+                     const int64_t *len, const int64_t *order, const REAL *h_seq, const REAL *ur, const REAL *cs, const REAL *hpc,
+                     const REAL *grad_seq, const REAL *grad_last, REAL *d_xs, REAL *d_U, REAL *d_bh, REAL *d_g0, REAL *d_g1) {
+    const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H + W - 1) / W;
+    const int agru = g0 != NULL && g1 == NULL;
+    VEC *Uv = SFX(padded)(U, H3, H, PV);
+    VEC *back = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC));
+    VEC *hv = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC)); /* h_{t-1} of each row, padded */
+    VEC *dU_blk = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC)), *dU_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC));
+    REAL *zero = calloc((size_t)H3, sizeof(REAL)), *dh = malloc((size_t)(ROWS * H) * sizeof(REAL));
+    REAL *dhn = malloc((size_t)(ROWS * H) * sizeof(REAL)), *due = malloc((size_t)H * sizeof(REAL));
+    REAL *dp = malloc((size_t)(ROWS * H3) * sizeof(REAL)), *db_blk = calloc((size_t)H3, sizeof(REAL)), *db_all = calloc((size_t)H3, sizeof(REAL));
+    int status = 0;
+    if (!Uv || !back || !hv || !dU_blk || !dU_all || !zero || !dh || !dhn || !due || !dp || !db_blk || !db_all) { status = 1; goto done; }
+    FLUSH_SUBNORMALS;
+    memset(hv, 0, (size_t)(ROWS * PV) * sizeof(VEC));
+    memset(dU_all, 0, (size_t)(H3 * PV) * sizeof(VEC));
+    VEC *const out[ROWS] = {back, back + PV, back + 2 * PV, back + 3 * PV};
+    const VEC *const hvs[ROWS] = {hv, hv + PV, hv + 2 * PV, hv + 3 * PV};
+    for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
+        int64_t L[ROWS], row[ROWS], Lmax = 0;
+        for (int r = 0; r < ROWS; r++) {
+            const int64_t b = row[r] = b0 + r < B ? (order ? order[b0 + r] : b0 + r) : -1;
+            L[r] = b >= 0 ? SFX(clamp_len)(len[b], T) : 0;
+            Lmax = L[r] > Lmax ? L[r] : Lmax;
+            for (int64_t j = 0; j < H; j++) dh[r * H + j] = b >= 0 && grad_last ? grad_last[b * H + j] : 0;
+            if (b >= 0 && L[r] < T) {
+                const int64_t i = b * T + L[r], n = T - L[r];
+                memset(d_xs + i * H3, 0, (size_t)(n * H3) * sizeof(REAL));
+                if (d_g0) memset(d_g0 + i, 0, (size_t)n * sizeof(REAL));
+                if (d_g1) memset(d_g1 + i, 0, (size_t)n * sizeof(REAL));
+            }
+        }
+        memset(dU_blk, 0, (size_t)(H3 * PV) * sizeof(VEC));
+        if (d_bh) memset(db_blk, 0, (size_t)H3 * sizeof(REAL));
+        for (int64_t t = Lmax - 1; t >= 0; t--) {
+            const REAL *dps[ROWS];
+            for (int r = 0; r < ROWS; r++) {
+                dps[r] = zero;
+                if (t >= L[r]) continue;
+                const int64_t i = row[r] * T + t;
+                REAL *dhr = dh + r * H, *dpr = dp + r * H3;
+                if (grad_seq)
+                    for (int64_t j = 0; j < H; j++) dhr[j] += grad_seq[i * H + j];
+                const REAL *u = ur + i * H2, *hp = t > 0 ? h_seq + (i - 1) * H : zero;
+                const REAL a0 = g0 ? g0[i] : 0, a1 = agru ? 0 : (g1 ? g1[i] : 1);
+                SFX(bwd_gates)(H, a0, a1, dhr, hp, u, u + H, cs + i * H, hpc + i * H, d_xs + i * H3, dpr, due, dhn + r * H);
+                if (d_g0) d_g0[i] = SFX(dot)(due, NULL, H);
+                if (d_g1) d_g1[i] = SFX(dot)(due, u, H);
+                memcpy((REAL *)(hv + r * PV), hp, (size_t)H * sizeof(REAL));
+                dps[r] = dpr;
+            }
+            SFX(outer_add)(dps, hvs, H3, PV, dU_blk); /* d_U += d_p_t h_{t-1}^T */
+            if (d_bh)
+                for (int r = 0; r < ROWS; r++)
+                    for (int64_t k = 0; k < H3; k++) db_blk[k] += dps[r][k];
+            SFX(rows_times)(dps, H3, Uv, PV, NULL, out); /* the U h_{t-1} path: d_p_t U */
+            for (int r = 0; r < ROWS; r++) {
+                if (t >= L[r]) continue;
+                const REAL *back_r = (const REAL *)out[r];
+                for (int64_t j = 0; j < H; j++) dh[r * H + j] = dhn[r * H + j] + back_r[j];
+            }
+        }
+        for (int64_t k = 0; k < H3 * PV; k++) dU_all[k] += dU_blk[k];
+        if (d_bh)
+            for (int64_t k = 0; k < H3; k++) db_all[k] += db_blk[k];
+    }
+    for (int64_t k = 0; k < H3; k++) memcpy(d_U + k * H, (const REAL *)(dU_all + k * PV), (size_t)H * sizeof(REAL));
+    if (d_bh) memcpy(d_bh, db_all, (size_t)H3 * sizeof(REAL));
+    RESTORE_MODE;
+done:
+    free(Uv); free(back); free(hv); free(dU_blk); free(dU_all); free(zero); free(dh); free(dhn); free(due); free(dp); free(db_blk); free(db_all);
+    return status;
+}

@@ -1,0 +1,126 @@
+"""The native GRU recurrences (``csrc/gru_scan.c``): compiled once per machine, loaded with ctypes.
+
+``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
+compiler, a failed compile, a library that does not load). The source is compiled with the system's
+C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) as ``-O3 -march=native`` into a cache folder
+(``$CTRBENCH_KERNEL_DIR``, else ``$XDG_CACHE_HOME/ctrbench/kernels``, else
+``~/.cache/ctrbench/kernels``; a temporary folder when that is not writable), under a name that
+hashes the sources, the flags, the compiler's version and the CPU's feature flags, so a library built
+for one CPU is never loaded on another. The file is compiled under a temporary name and renamed into
+place, so processes compiling at the same time (a sweep's jobs) never load a half-written file.
+A compile takes about a second; later processes load the cached file.
+
+Why ctypes and a plain C file rather than ``torch.utils.cpp_extension``: the kernels take raw
+pointers and need no ATen, and without the torch headers the compile takes one second, not one
+minute.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCES = [Path(__file__).with_name("csrc") / "gru_scan.c", Path(__file__).with_name("csrc") / "gru_scan_impl.h"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+ABI = 4  # ctr_gru_abi() of the source this module expects
+
+_reason: str | None = None
+
+
+def unavailable_reason() -> str | None:
+    """Why ``library()`` returned None (after it was called), else None."""
+    return _reason
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("CTRBENCH_KERNEL_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ctrbench" / "kernels"
+
+
+def _writable_dir(preferred: Path) -> Path:
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        probe = preferred / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return preferred
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"ctrbench-kernels-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def _build(cc: str) -> Path:
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256()
+    for part in [*(p.read_bytes() for p in SOURCES), " ".join(FLAGS).encode(), version.encode(), _cpu_flags().encode(), platform.machine().encode()]:
+        key.update(part)
+        key.update(b"\0")
+    folder = _writable_dir(cache_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"gru_scan-{key.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        done = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCES[0]), "-lm"], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"{Path(cc).name} failed on {SOURCES[0].name}: {last}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, built on first use; None when they cannot be (``unavailable_reason``)."""
+    global _reason
+    if os.environ.get("CTRBENCH_NATIVE", "1") == "0":
+        _reason = "CTRBENCH_NATIVE=0"
+        return None
+    cc = _compiler()
+    if cc is None:
+        _reason = "no C compiler found ($CC, cc, gcc or clang)"
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build(cc)))
+        if lib.ctr_gru_abi() != ABI:
+            raise RuntimeError(f"the library's ABI is {lib.ctr_gru_abi()}, expected {ABI}")
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        _reason = f"{type(e).__name__}: {e}"
+        return None
+    vp, i64 = ctypes.c_void_p, ctypes.c_int64
+    for suffix in ("f32", "f64"):
+        getattr(lib, f"ctr_gru_fwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 12
+        getattr(lib, f"ctr_gru_bwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 16
+        getattr(lib, f"ctr_gru_fwd_{suffix}").restype = ctypes.c_int  # 0, or 1: out of memory
+        getattr(lib, f"ctr_gru_bwd_{suffix}").restype = ctypes.c_int
+    _reason = None
+    return lib
