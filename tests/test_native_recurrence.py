@@ -24,16 +24,18 @@ LENGTHS = [7, 3, 0, 1, 5, 7, 2, 6, 6]  # 9 rows: two blocks of 4 and a partial o
 GATES = ["augru", "agru", "plain", "both"]  # u' = g1 u, u' = g0, u' = u (masked), u' = g0 + g1 u
 
 
-def _inputs(kind: str, dtype=torch.float64, H: int = 5, seed: int = 0):
+def _inputs(kind: str, dtype=torch.float64, H: int = 5, D: int = 3, seed: int = 0):
     torch.manual_seed(seed)
     B, T = len(LENGTHS), max(LENGTHS)
-    xs = torch.randn(B, T, 3 * H, dtype=dtype, requires_grad=True)
+    x = torch.randn(B, T, D, dtype=dtype, requires_grad=True)
+    W = torch.randn(3 * H, D, dtype=dtype, requires_grad=True)
+    bx = torch.randn(3 * H, dtype=dtype, requires_grad=True)
     U = torch.randn(3 * H, H, dtype=dtype, requires_grad=True)
     lengths = torch.tensor(LENGTHS)
     m = (torch.arange(T)[None, :] < lengths[:, None]).to(dtype)
     a = torch.rand(B, T, dtype=dtype, requires_grad=True)
     g0, g1 = {"augru": (None, a * m), "agru": (a * m, None), "plain": (None, m), "both": (a * m, m - a * m)}[kind]
-    return xs, U, lengths, m, a, g0, g1
+    return x, W, bx, U, lengths, m, a, g0, g1
 
 
 def _time_major(g):
@@ -44,14 +46,16 @@ def _time_major(g):
 @pytest.mark.parametrize("kind", GATES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 def test_native_scan_matches_the_torch_scan(kind, dtype, tol):
-    """h_T and the gradients of xs, U and the attention against ``attentional_gru_scan`` (the torch
-    recurrence over the padded batch, masked), rows of every length."""
-    xs, U, lengths, m, a, g0, g1 = _inputs(kind, dtype)
-    h_seq, h_last = NativeGRUScan.apply(xs, U, None, g0, g1, lengths)
+    """h_T and the gradients of x, W, bx, U and the attention against ``attentional_gru_scan`` (the
+    torch recurrence over the padded batch, masked, on the input projection W x + bx), rows of every
+    length."""
+    x, W, bx, U, lengths, m, a, g0, g1 = _inputs(kind, dtype)
+    h_seq, h_last = NativeGRUScan.apply(x, W, bx, U, None, g0, g1, lengths)
+    xs = torch.nn.functional.linear(x, W, bx)
     want = attentional_gru_scan(xs.transpose(0, 1), U, _time_major(g0), _time_major(g1))
     torch.testing.assert_close(h_last, want, rtol=tol, atol=tol)
     w = torch.randn_like(h_last)
-    wrt = [xs, U] + ([a] if kind != "plain" else [])
+    wrt = [x, W, bx, U] + ([a] if kind != "plain" else [])
     got = torch.autograd.grad((h_last * w).sum(), wrt, retain_graph=True)
     ref = torch.autograd.grad((want * w).sum(), wrt)
     for g, r in zip(got, ref):
@@ -63,17 +67,20 @@ def test_native_scan_matches_the_torch_scan(kind, dtype, tol):
 
 @needs_library
 def test_native_scan_gradcheck():
-    """Every input's gradient (xs, U, bh, g0, g1; a gradient of both outputs) by finite differences."""
+    """Every input's gradient (x, W, bx, U, bh, g0, g1; a gradient of both outputs) by finite
+    differences, H and D not multiples of the kernel's vector width."""
     torch.manual_seed(0)
-    B, T, H = 6, 4, 3
+    B, T, H, D = 6, 4, 3, 5
     lengths = torch.tensor([4, 0, 2, 4, 1, 3])
-    xs = torch.randn(B, T, 3 * H, dtype=torch.double, requires_grad=True)
+    x = torch.randn(B, T, D, dtype=torch.double, requires_grad=True)
+    W = torch.randn(3 * H, D, dtype=torch.double, requires_grad=True)
+    bx = torch.randn(3 * H, dtype=torch.double, requires_grad=True)
     U = torch.randn(3 * H, H, dtype=torch.double, requires_grad=True)
     bh = torch.randn(3 * H, dtype=torch.double, requires_grad=True)
     for with_g0, with_g1 in ((False, True), (True, False), (True, True), (False, False)):
         g0 = torch.rand(B, T, dtype=torch.double, requires_grad=True) if with_g0 else None
         g1 = torch.rand(B, T, dtype=torch.double, requires_grad=True) if with_g1 else None
-        assert torch.autograd.gradcheck(lambda *t: NativeGRUScan.apply(*t, lengths), (xs, U, bh, g0, g1))
+        assert torch.autograd.gradcheck(lambda *t: NativeGRUScan.apply(*t, lengths), (x, W, bx, U, bh, g0, g1))
 
 
 @needs_library
@@ -113,10 +120,10 @@ def test_evolving_gru_native_matches(kind, formula):
 @needs_library
 def test_a_nan_input_gives_a_nan_state():
     """A NaN stays NaN through the kernel's exp (the trainer's NaN checks see it)."""
-    xs, U, lengths, *_ = _inputs("plain", torch.float32)
-    xs = xs.detach().clone()
-    xs[0, 2, 0] = float("nan")
-    _, h_last = NativeGRUScan.apply(xs, U.detach(), None, None, None, lengths)
+    x, W, bx, U, lengths, *_ = _inputs("plain", torch.float32)
+    x = x.detach().clone()
+    x[0, 2, 0] = float("nan")
+    _, h_last = NativeGRUScan.apply(x, W.detach(), bx.detach(), U.detach(), None, None, None, lengths)
     assert torch.isnan(h_last[0]).any() and torch.isfinite(h_last[1:]).all()
 
 

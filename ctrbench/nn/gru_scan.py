@@ -116,73 +116,82 @@ def _check(status: int) -> None:
 
 
 class NativeGRUScan(torch.autograd.Function):
-    """The same recurrence (with a hidden bias bh inside p_t and, for a plain GRU, g0 = g1 = None:
-    u'_t = u_t) in ``csrc/gru_scan.c``, batch-first, each row over its own real positions only:
+    """The same recurrence, with its input projection xs_t = W x_t + bx and a hidden bias bh inside
+    p_t (for a plain GRU, g0 = g1 = None: u'_t = u_t), in ``csrc/gru_scan.c``, batch-first, each
+    row over its own real positions only:
 
-        xs [B, T, 3H], U [3H, H], bh [3H] | None, g0 / g1 [B, T] | None, lengths [B] (int64)
+        x [B, T, D], W [3H, D], bx [3H] | None, U [3H, H], bh [3H] | None, g0 / g1 [B, T] | None,
+        lengths [B] (int64)
         -> h_seq [B, T, H] (h_1..h_T, 0 past a row's length), h_last [B, H] (h at the row's length)
 
     Steps past a row's length are not run (they would leave the state as it is), so the gradients
-    of xs, g0 and g1 there are 0. The kernel also sums dU and dbh over the steps (per block of 4
-    rows, then over blocks), so the gradient of U h_{t-1} + bh is never written out.
-    float32 and float64, CPU, contiguous; ``native.library()`` must not be None."""
+    of x, g0 and g1 there are 0. The input projection is taken per step inside the kernel, and the
+    weight and bias gradients are summed there (per block of 4 rows, then over blocks), so neither
+    the projection nor the per-step gradients are written out. float32 and float64, CPU;
+    ``native.library()`` must not be None."""
 
     @staticmethod
-    def forward(ctx, xs, U, bh, g0, g1, lengths):
+    def forward(ctx, x, W, bx, U, bh, g0, g1, lengths):
         from ctrbench.nn import native
 
         lib = native.library()
-        B, T, H3 = xs.shape
-        H = H3 // 3
-        sfx = "f64" if xs.dtype == torch.float64 else "f32"
-        xs, U = xs.contiguous(), U.contiguous()
+        B, T, D = x.shape
+        H = U.shape[1]
+        sfx = "f64" if x.dtype == torch.float64 else "f32"
+        x, W, U = x.contiguous(), W.contiguous(), U.contiguous()
+        bx = None if bx is None else bx.contiguous()
         bh = None if bh is None else bh.contiguous()
         g0 = None if g0 is None else g0.reshape(B, T).contiguous()
         g1 = None if g1 is None else g1.reshape(B, T).contiguous()
         lengths = lengths.to(torch.int64).contiguous()
         order = torch.argsort(lengths, stable=True)  # the kernel steps 4 rows at a time: rows of similar length together
         save = any(ctx.needs_input_grad)
-        h_seq, h_last = xs.new_empty(B, T, H), xs.new_empty(B, H)
-        ur = xs.new_empty(B, T, 2 * H) if save else None
-        cs = xs.new_empty(B, T, H) if save else None
-        hpc = xs.new_empty(B, T, H) if save else None
-        Ut = U.t().contiguous()
+        h_seq, h_last = x.new_empty(B, T, H), x.new_empty(B, H)
+        ur = x.new_empty(B, T, 2 * H) if save else None
+        cs = x.new_empty(B, T, H) if save else None
+        hpc = x.new_empty(B, T, H) if save else None
+        Wt, Ut = W.t().contiguous(), U.t().contiguous()
         _check(getattr(lib, f"ctr_gru_fwd_{sfx}")(
-            B, T, H, _ptr(xs), _ptr(Ut), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc)
+            B, T, H, D, _ptr(x), _ptr(Wt), _ptr(bx), _ptr(Ut), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order),
+            _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc),
         ))
         if save:
-            ctx.save_for_backward(U, g0, g1, lengths, order, h_seq, ur, cs, hpc)
-            ctx.has_bh = bh is not None
+            ctx.save_for_backward(x, W, U, g0, g1, lengths, order, h_seq, ur, cs, hpc)
+            ctx.biases = (bx is not None, bh is not None)
         return h_seq, h_last
 
     @staticmethod
     def backward(ctx, grad_seq, grad_last):
         from ctrbench.nn import native
 
-        U, g0, g1, lengths, order, h_seq, ur, cs, hpc = ctx.saved_tensors
+        x, W, U, g0, g1, lengths, order, h_seq, ur, cs, hpc = ctx.saved_tensors
         B, T, H = h_seq.shape
+        D = x.shape[2]
         sfx = "f64" if h_seq.dtype == torch.float64 else "f32"
         grad_seq = None if grad_seq is None else grad_seq.contiguous()
         grad_last = None if grad_last is None else grad_last.contiguous()
-        d_xs, d_U = h_seq.new_empty(B, T, 3 * H), U.new_empty(3 * H, H)
-        d_bh = U.new_empty(3 * H) if ctx.has_bh else None
-        d_g0 = h_seq.new_empty(B, T) if g0 is not None and ctx.needs_input_grad[3] else None
-        d_g1 = h_seq.new_empty(B, T) if g1 is not None and ctx.needs_input_grad[4] else None
+        d_x, d_W, d_U = x.new_empty(B, T, D), W.new_empty(3 * H, D), U.new_empty(3 * H, H)
+        d_bx = W.new_empty(3 * H) if ctx.biases[0] else None
+        d_bh = U.new_empty(3 * H) if ctx.biases[1] else None
+        d_g0 = h_seq.new_empty(B, T) if g0 is not None and ctx.needs_input_grad[5] else None
+        d_g1 = h_seq.new_empty(B, T) if g1 is not None and ctx.needs_input_grad[6] else None
         _check(getattr(native.library(), f"ctr_gru_bwd_{sfx}")(
-            B, T, H, _ptr(U), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(ur), _ptr(cs), _ptr(hpc),
-            _ptr(grad_seq), _ptr(grad_last), _ptr(d_xs), _ptr(d_U), _ptr(d_bh), _ptr(d_g0), _ptr(d_g1),
+            B, T, H, D, _ptr(x), _ptr(W), _ptr(U), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(ur),
+            _ptr(cs), _ptr(hpc), _ptr(grad_seq), _ptr(grad_last), _ptr(d_x), _ptr(d_W), _ptr(d_bx), _ptr(d_U), _ptr(d_bh),
+            _ptr(d_g0), _ptr(d_g1),
         ))
-        return d_xs, d_U, d_bh, d_g0, d_g1, None
+        return d_x, d_W, d_bx, d_U, d_bh, d_g0, d_g1, None
 
 
 def native_gru_scan(
-    xs: torch.Tensor, U: torch.Tensor, bh: torch.Tensor | None, g0: torch.Tensor | None, g1: torch.Tensor | None, lengths: torch.Tensor
+    x: torch.Tensor, W: torch.Tensor, bx: torch.Tensor | None, U: torch.Tensor, bh: torch.Tensor | None,
+    g0: torch.Tensor | None, g1: torch.Tensor | None, lengths: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``NativeGRUScan`` outside autocast, in U's dtype (as ``attentional_gru_scan``)."""
     dtype = U.dtype
-    with torch.autocast(xs.device.type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False):
         cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-        return NativeGRUScan.apply(xs.to(dtype), U, cast(bh), cast(g0), cast(g1), lengths)
+        return NativeGRUScan.apply(x.to(dtype), cast(W), cast(bx), U, cast(bh), cast(g0), cast(g1), lengths)
 
 
 def native_usable(x: torch.Tensor) -> bool:

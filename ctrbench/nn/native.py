@@ -29,7 +29,7 @@ from pathlib import Path
 
 SOURCES = [Path(__file__).with_name("csrc") / "gru_scan.c", Path(__file__).with_name("csrc") / "gru_scan_impl.h"]
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 4  # ctr_gru_abi() of the source this module expects
+ABI = 5  # ctr_gru_abi() of the source this module expects
 
 _reason: str | None = None
 
@@ -118,8 +118,8 @@ def library() -> ctypes.CDLL | None:
         return None
     vp, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in ("f32", "f64"):
-        getattr(lib, f"ctr_gru_fwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 12
-        getattr(lib, f"ctr_gru_bwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 16
+        getattr(lib, f"ctr_gru_fwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 14
+        getattr(lib, f"ctr_gru_bwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 20
         getattr(lib, f"ctr_gru_fwd_{suffix}").restype = ctypes.c_int  # 0, or 1: out of memory
         getattr(lib, f"ctr_gru_bwd_{suffix}").restype = ctypes.c_int
     _reason = None

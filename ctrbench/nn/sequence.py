@@ -65,8 +65,7 @@ def native_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
     order = torch.cat([torch.arange(H, 2 * H), torch.arange(H), torch.arange(2 * H, 3 * H)]).to(x.device)
     w_ih, w_hh = gru.weight_ih_l0[order] * sign, gru.weight_hh_l0[order] * sign
     b_ih, b_hh = gru.bias_ih_l0[order] * sign[:, 0], gru.bias_hh_l0[order] * sign[:, 0]
-    xs = F.linear(x, w_ih, b_ih)  # every step's input projection, [B, L, 3H]
-    h_seq, _ = native_gru_scan(xs, w_hh, b_hh, None, None, lengths)
+    h_seq, _ = native_gru_scan(x, w_ih, b_ih, w_hh, b_hh, None, None, lengths)
     return h_seq
 
 
@@ -161,7 +160,8 @@ class EvolvingGRU(nn.Module):
             x = x * a.unsqueeze(-1)
         if native and not reference and native_usable(x):
             g0, g1 = self.gate_factors(a, m)
-            return native_gru_scan(self.x2h(x), self.h2h.weight, None, g0, g1, mask[:, :steps].sum(dim=1))[1]
+            lengths = mask[:, :steps].sum(dim=1)
+            return native_gru_scan(x, self.x2h.weight, self.x2h.bias, self.h2h.weight, None, g0, g1, lengths)[1]
         # Every step's input projection in one matrix product, time-major so that each step reads
         # a contiguous [B, 3H] slice.
         xs = self.x2h(x.transpose(0, 1))

@@ -1,6 +1,8 @@
-/* The GRU recurrences of DIEN (ctrbench/nn/gru_scan.py) as native loops: forward and backward of
+/* The GRU recurrences of DIEN (ctrbench/nn/gru_scan.py: NativeGRUScan) as native loops, forward and
+   backward:
 
-       p_t   = xs_t + U h_{t-1} + bh                     xs_t: the input projection W i_t + b  [3H]
+       xs_t  = W x_t + bx                                the input projection [3H] (blocks u, r, c)
+       p_t   = xs_t + U h_{t-1} + bh
        u_t, r_t = sigmoid(p_t^u), sigmoid(p_t^r)        update and reset gates (DIEN Eqs. 2-3)
        c_t   = tanh(xs_t^c + r_t * (U^c h_{t-1} + bh^c))  candidate (Eq. 4)
        u'_t  = g0_t + g1_t * u_t                         the update gate of AUGRU / AIGRU / a plain
@@ -8,13 +10,14 @@
        h_t   = h_{t-1} + u'_t * (c_t - h_{t-1})          = (1 - u'_t) h_{t-1} + u'_t c_t  (Eq. 5, 12)
 
    per row, over the row's real positions only (t < len[b], h_0 = 0): a padded step would leave the
-   state as it is, so it is not run. Batch-first layout: xs [B, T, 3H] (blocks u, r, c), g0 / g1
-   [B, T] (NULL: absent), h_seq [B, T, H] = h_1..h_T (0 past the row's length), h_last [B, H].
+   state as it is, so it is not run. Batch-first layout: x [B, T, D], g0 / g1 [B, T] (NULL:
+   absent), h_seq [B, T, H] = h_1..h_T (0 past the row's length), h_last [B, H].
 
    Why native: at DIEN's shapes (B = 256 rows, H = 36) every torch op of a step costs 5-30 us of
    dispatch and autograd bookkeeping whatever its size, and a step is ~20 of them forward and
-   backward; here a step is a few hundred ns per row. The weight gradient dU = sum_t d_p_t^T h_{t-1}
-   is left to one large matrix product in torch (the caller), which BLAS does well.
+   backward; here a (row, step) costs a few hundred ns. Rows are stepped 4 at a time so that each
+   weight vector loaded serves 4 products; the weight and bias gradients are summed here, so no
+   per-step tensor (projections, gate gradients) is written out.
 
    Compiled on first use by ctrbench/nn/native.py (cc -O3 -march=native); float and double. */
 
@@ -88,4 +91,4 @@ typedef double vec_f64 __attribute__((vector_size(32)));
 #undef SFX
 
 /* The layout version the Python side checks (ctrbench/nn/native.py: ABI). */
-int ctr_gru_abi(void) { return 4; }
+int ctr_gru_abi(void) { return 5; }

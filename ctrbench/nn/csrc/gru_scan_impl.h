@@ -44,21 +44,26 @@ static VEC *SFX(padded)(const REAL *m, int64_t rows, int64_t cols, int64_t PV) {
     return out;
 }
 
-/* Forward; returns 0, or 1 when out of memory. Rows are stepped ROWS at a time in the order
-   ``order`` (a permutation of 0..B-1; NULL: 0..B-1): rows of similar lengths together waste no steps. ur [B, T, 2H], cs [B, T, H], hpc [B, T, H]
-   (U^c h_{t-1} + bh^c) are saved for the backward when not NULL. Ut is U transposed, [H, 3H]. */
-int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, const REAL *xs, const REAL *Ut, const REAL *bh,
-                     const REAL *g0, const REAL *g1, const int64_t *len, const int64_t *order, REAL *h_seq,
-                     REAL *h_last, REAL *ur, REAL *cs, REAL *hpc) {
+/* Forward; returns 0, or 1 when out of memory. The input projection xs_t = W x_t + bx is taken per
+   step here (x [B, T, D], Wt = W transposed [D, 3H], bx [3H] or NULL), over real positions only,
+   so it is never written out. ur [B, T, 2H], cs [B, T, H], hpc [B, T, H] (U^c h_{t-1} + bh^c) are
+   saved for the backward when not NULL. Ut is U transposed, [H, 3H]. Rows are stepped ROWS at a
+   time in the order ``order`` (a permutation of 0..B-1; NULL: 0..B-1): rows of similar lengths
+   together waste no steps. */
+int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, const REAL *Wt, const REAL *bx,
+                     const REAL *Ut, const REAL *bh, const REAL *g0, const REAL *g1, const int64_t *len,
+                     const int64_t *order, REAL *h_seq, REAL *h_last, REAL *ur, REAL *cs, REAL *hpc) {
     const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H3 + W - 1) / W;
     const int agru = g0 != NULL && g1 == NULL;
     VEC *Uv = SFX(padded)(Ut, H, H3, PV), *bv = bh ? SFX(padded)(bh, 1, H3, PV) : NULL;
-    VEC *acc = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC));
-    REAL *zero = calloc((size_t)H, sizeof(REAL)), *ur_tmp = malloc((size_t)H2 * sizeof(REAL)), *c_tmp = malloc((size_t)H * sizeof(REAL));
+    VEC *Wv = SFX(padded)(Wt, D, H3, PV), *bxv = bx ? SFX(padded)(bx, 1, H3, PV) : NULL;
+    VEC *acc = aligned_alloc(sizeof(VEC), (size_t)(2 * ROWS * PV) * sizeof(VEC));
+    REAL *zero = calloc((size_t)(H > D ? H : D), sizeof(REAL)), *ur_tmp = malloc((size_t)H2 * sizeof(REAL)), *c_tmp = malloc((size_t)H * sizeof(REAL));
     int status = 0;
-    if (!Uv || (bh && !bv) || !acc || !zero || !ur_tmp || !c_tmp) { status = 1; goto done; }
+    if (!Uv || (bh && !bv) || !Wv || (bx && !bxv) || !acc || !zero || !ur_tmp || !c_tmp) { status = 1; goto done; }
     FLUSH_SUBNORMALS;
     VEC *const out[ROWS] = {acc, acc + PV, acc + 2 * PV, acc + 3 * PV};
+    VEC *const xout[ROWS] = {acc + 4 * PV, acc + 5 * PV, acc + 6 * PV, acc + 7 * PV};
     for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
         int64_t L[ROWS], row[ROWS], Lmax = 0;
         for (int r = 0; r < ROWS; r++) {
@@ -67,17 +72,21 @@ int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, const REAL *xs, const REAL
             Lmax = L[r] > Lmax ? L[r] : Lmax;
         }
         for (int64_t t = 0; t < Lmax; t++) {
-            const REAL *hprev[ROWS];
-            for (int r = 0; r < ROWS; r++) hprev[r] = t > 0 && t < L[r] ? h_seq + (row[r] * T + t - 1) * H : zero;
-            SFX(rows_times)(hprev, H, Uv, PV, bv, out); /* U h_{t-1} + bh for the ROWS rows */
+            const REAL *hprev[ROWS], *xin[ROWS];
+            for (int r = 0; r < ROWS; r++) {
+                hprev[r] = t > 0 && t < L[r] ? h_seq + (row[r] * T + t - 1) * H : zero;
+                xin[r] = t < L[r] ? x + (row[r] * T + t) * D : zero;
+            }
+            SFX(rows_times)(xin, D, Wv, PV, bxv, xout);  /* xs_t = W x_t + bx */
+            SFX(rows_times)(hprev, H, Uv, PV, bv, out);  /* U h_{t-1} + bh */
             for (int r = 0; r < ROWS; r++) {
                 if (t >= L[r]) continue;
                 const int64_t i = row[r] * T + t;
-                const REAL *x = xs + i * H3, *a = (const REAL *)out[r], *h = hprev[r];
+                const REAL *xs = (const REAL *)xout[r], *a = (const REAL *)out[r], *h = hprev[r];
                 REAL *g = ur ? ur + i * H2 : ur_tmp;
-                for (int64_t j = 0; j < H2; j++) g[j] = SFX(sigmoid)(x[j] + a[j]);
+                for (int64_t j = 0; j < H2; j++) g[j] = SFX(sigmoid)(xs[j] + a[j]);
                 REAL *c = cs ? cs + i * H : c_tmp;
-                for (int64_t j = 0; j < H; j++) c[j] = SFX(tanh)(x[H2 + j] + g[H + j] * a[H2 + j]);
+                for (int64_t j = 0; j < H; j++) c[j] = SFX(tanh)(xs[H2 + j] + g[H + j] * a[H2 + j]);
                 if (hpc) memcpy(hpc + i * H, a + H2, (size_t)H * sizeof(REAL));
                 const REAL a0 = g0 ? g0[i] : 0, a1 = agru ? 0 : (g1 ? g1[i] : 1);
                 REAL *hn = h_seq + i * H;
@@ -92,7 +101,7 @@ int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, const REAL *xs, const REAL
     }
     RESTORE_MODE;
 done:
-    free(Uv); free(bv); free(acc); free(zero); free(ur_tmp); free(c_tmp);
+    free(Uv); free(bv); free(Wv); free(bxv); free(acc); free(zero); free(ur_tmp); free(c_tmp);
     return status;
 }
 
@@ -150,29 +159,43 @@ static inline void SFX(outer_add)(const REAL *const dp[ROWS], const VEC *const h
 }
 
 /* Backward; returns 0, or 1 when out of memory. grad_seq [B, T, H] (the gradient of h_seq) and
-   grad_last [B, H] (of h_last) may be NULL. Writes d_xs [B, T, 3H] (of xs; 0 at positions past a
-   row's length), d_U [3H, H] = sum_t d_p_t^T h_{t-1} and, when not NULL, d_bh [3H] = sum_t d_p_t
-   (d_p_t: the gradient of U h_{t-1} + bh), d_g0 / d_g1 [B, T] (0 past a row's length). U is
-   [3H, H]. The sums over steps are taken per block of ROWS rows, then over blocks. */
-int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, const REAL *U, const REAL *g0, const REAL *g1,
-                     const int64_t *len, const int64_t *order, const REAL *h_seq, const REAL *ur, const REAL *cs, const REAL *hpc,
-                     const REAL *grad_seq, const REAL *grad_last, REAL *d_xs, REAL *d_U, REAL *d_bh, REAL *d_g0, REAL *d_g1) {
-    const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H + W - 1) / W;
+   grad_last [B, H] (of h_last) may be NULL. Writes d_x [B, T, D] (of x; 0 at positions past a row's
+   length), d_W [3H, D] = sum_t d_xs_t x_t^T and d_bx [3H] = sum_t d_xs_t (d_xs_t: the gradient of
+   the input projection), d_U [3H, H] = sum_t d_p_t h_{t-1}^T and d_bh [3H] = sum_t d_p_t (d_p_t:
+   of U h_{t-1} + bh), and d_g0 / d_g1 [B, T] (0 past a row's length); d_bx, d_bh, d_g0 and d_g1
+   when not NULL. W is [3H, D], U [3H, H]. The sums over steps are taken per block of ROWS rows,
+   then over blocks. */
+int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, const REAL *Wm, const REAL *U,
+                     const REAL *g0, const REAL *g1, const int64_t *len, const int64_t *order, const REAL *h_seq,
+                     const REAL *ur, const REAL *cs, const REAL *hpc, const REAL *grad_seq, const REAL *grad_last,
+                     REAL *d_x, REAL *d_W, REAL *d_bx, REAL *d_U, REAL *d_bh, REAL *d_g0, REAL *d_g1) {
+    const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H + W - 1) / W, PD = (D + W - 1) / W;
     const int agru = g0 != NULL && g1 == NULL;
-    VEC *Uv = SFX(padded)(U, H3, H, PV);
-    VEC *back = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC));
+    VEC *Uv = SFX(padded)(U, H3, H, PV), *Wv = SFX(padded)(Wm, H3, D, PD);
+    VEC *back = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC)), *dxo = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PD) * sizeof(VEC));
     VEC *hv = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC)); /* h_{t-1} of each row, padded */
+    VEC *xv = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PD) * sizeof(VEC)); /* x_t of each row, padded */
     VEC *dU_blk = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC)), *dU_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC));
+    VEC *dW_blk = aligned_alloc(sizeof(VEC), (size_t)(H3 * PD) * sizeof(VEC)), *dW_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PD) * sizeof(VEC));
     REAL *zero = calloc((size_t)H3, sizeof(REAL)), *dh = malloc((size_t)(ROWS * H) * sizeof(REAL));
     REAL *dhn = malloc((size_t)(ROWS * H) * sizeof(REAL)), *due = malloc((size_t)H * sizeof(REAL));
-    REAL *dp = malloc((size_t)(ROWS * H3) * sizeof(REAL)), *db_blk = calloc((size_t)H3, sizeof(REAL)), *db_all = calloc((size_t)H3, sizeof(REAL));
+    REAL *dp = malloc((size_t)(ROWS * H3) * sizeof(REAL)), *dxs = malloc((size_t)(ROWS * H3) * sizeof(REAL));
+    REAL *sums = calloc((size_t)(4 * H3), sizeof(REAL)); /* d_bh and d_bx: per block, then over blocks */
     int status = 0;
-    if (!Uv || !back || !hv || !dU_blk || !dU_all || !zero || !dh || !dhn || !due || !dp || !db_blk || !db_all) { status = 1; goto done; }
+    if (!Uv || !Wv || !back || !dxo || !hv || !xv || !dU_blk || !dU_all || !dW_blk || !dW_all || !zero || !dh || !dhn || !due || !dp || !dxs || !sums) {
+        status = 1;
+        goto done;
+    }
     FLUSH_SUBNORMALS;
+    REAL *dbh_blk = sums, *dbh_all = sums + H3, *dbx_blk = sums + 2 * H3, *dbx_all = sums + 3 * H3;
     memset(hv, 0, (size_t)(ROWS * PV) * sizeof(VEC));
+    memset(xv, 0, (size_t)(ROWS * PD) * sizeof(VEC));
     memset(dU_all, 0, (size_t)(H3 * PV) * sizeof(VEC));
+    memset(dW_all, 0, (size_t)(H3 * PD) * sizeof(VEC));
     VEC *const out[ROWS] = {back, back + PV, back + 2 * PV, back + 3 * PV};
+    VEC *const dx_out[ROWS] = {dxo, dxo + PD, dxo + 2 * PD, dxo + 3 * PD};
     const VEC *const hvs[ROWS] = {hv, hv + PV, hv + 2 * PV, hv + 3 * PV};
+    const VEC *const xvs[ROWS] = {xv, xv + PD, xv + 2 * PD, xv + 3 * PD};
     for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
         int64_t L[ROWS], row[ROWS], Lmax = 0;
         for (int r = 0; r < ROWS; r++) {
@@ -182,49 +205,66 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, const REAL *U, const REAL 
             for (int64_t j = 0; j < H; j++) dh[r * H + j] = b >= 0 && grad_last ? grad_last[b * H + j] : 0;
             if (b >= 0 && L[r] < T) {
                 const int64_t i = b * T + L[r], n = T - L[r];
-                memset(d_xs + i * H3, 0, (size_t)(n * H3) * sizeof(REAL));
+                memset(d_x + i * D, 0, (size_t)(n * D) * sizeof(REAL));
                 if (d_g0) memset(d_g0 + i, 0, (size_t)n * sizeof(REAL));
                 if (d_g1) memset(d_g1 + i, 0, (size_t)n * sizeof(REAL));
             }
         }
         memset(dU_blk, 0, (size_t)(H3 * PV) * sizeof(VEC));
-        if (d_bh) memset(db_blk, 0, (size_t)H3 * sizeof(REAL));
+        memset(dW_blk, 0, (size_t)(H3 * PD) * sizeof(VEC));
+        memset(dbh_blk, 0, (size_t)H3 * sizeof(REAL));
+        memset(dbx_blk, 0, (size_t)H3 * sizeof(REAL));
         for (int64_t t = Lmax - 1; t >= 0; t--) {
-            const REAL *dps[ROWS];
+            const REAL *dps[ROWS], *dxss[ROWS];
             for (int r = 0; r < ROWS; r++) {
-                dps[r] = zero;
+                dps[r] = dxss[r] = zero;
                 if (t >= L[r]) continue;
                 const int64_t i = row[r] * T + t;
-                REAL *dhr = dh + r * H, *dpr = dp + r * H3;
+                REAL *dhr = dh + r * H, *dpr = dp + r * H3, *dxr = dxs + r * H3;
                 if (grad_seq)
                     for (int64_t j = 0; j < H; j++) dhr[j] += grad_seq[i * H + j];
                 const REAL *u = ur + i * H2, *hp = t > 0 ? h_seq + (i - 1) * H : zero;
                 const REAL a0 = g0 ? g0[i] : 0, a1 = agru ? 0 : (g1 ? g1[i] : 1);
-                SFX(bwd_gates)(H, a0, a1, dhr, hp, u, u + H, cs + i * H, hpc + i * H, d_xs + i * H3, dpr, due, dhn + r * H);
+                SFX(bwd_gates)(H, a0, a1, dhr, hp, u, u + H, cs + i * H, hpc + i * H, dxr, dpr, due, dhn + r * H);
                 if (d_g0) d_g0[i] = SFX(dot)(due, NULL, H);
                 if (d_g1) d_g1[i] = SFX(dot)(due, u, H);
                 memcpy((REAL *)(hv + r * PV), hp, (size_t)H * sizeof(REAL));
+                memcpy((REAL *)(xv + r * PD), x + i * D, (size_t)D * sizeof(REAL));
                 dps[r] = dpr;
+                dxss[r] = dxr;
             }
-            SFX(outer_add)(dps, hvs, H3, PV, dU_blk); /* d_U += d_p_t h_{t-1}^T */
-            if (d_bh)
-                for (int r = 0; r < ROWS; r++)
-                    for (int64_t k = 0; k < H3; k++) db_blk[k] += dps[r][k];
-            SFX(rows_times)(dps, H3, Uv, PV, NULL, out); /* the U h_{t-1} path: d_p_t U */
+            SFX(outer_add)(dps, hvs, H3, PV, dU_blk);  /* d_U += d_p_t h_{t-1}^T */
+            SFX(outer_add)(dxss, xvs, H3, PD, dW_blk); /* d_W += d_xs_t x_t^T */
+            for (int r = 0; r < ROWS; r++)
+                for (int64_t k = 0; k < H3; k++) {
+                    dbh_blk[k] += dps[r][k];
+                    dbx_blk[k] += dxss[r][k];
+                }
+            SFX(rows_times)(dps, H3, Uv, PV, NULL, out);     /* the U h_{t-1} path: d_p_t U */
+            SFX(rows_times)(dxss, H3, Wv, PD, NULL, dx_out); /* d_x_t = d_xs_t W */
             for (int r = 0; r < ROWS; r++) {
                 if (t >= L[r]) continue;
                 const REAL *back_r = (const REAL *)out[r];
                 for (int64_t j = 0; j < H; j++) dh[r * H + j] = dhn[r * H + j] + back_r[j];
+                memcpy(d_x + (row[r] * T + t) * D, (const REAL *)dx_out[r], (size_t)D * sizeof(REAL));
             }
         }
         for (int64_t k = 0; k < H3 * PV; k++) dU_all[k] += dU_blk[k];
-        if (d_bh)
-            for (int64_t k = 0; k < H3; k++) db_all[k] += db_blk[k];
+        for (int64_t k = 0; k < H3 * PD; k++) dW_all[k] += dW_blk[k];
+        for (int64_t k = 0; k < H3; k++) {
+            dbh_all[k] += dbh_blk[k];
+            dbx_all[k] += dbx_blk[k];
+        }
     }
-    for (int64_t k = 0; k < H3; k++) memcpy(d_U + k * H, (const REAL *)(dU_all + k * PV), (size_t)H * sizeof(REAL));
-    if (d_bh) memcpy(d_bh, db_all, (size_t)H3 * sizeof(REAL));
+    for (int64_t k = 0; k < H3; k++) {
+        memcpy(d_U + k * H, (const REAL *)(dU_all + k * PV), (size_t)H * sizeof(REAL));
+        memcpy(d_W + k * D, (const REAL *)(dW_all + k * PD), (size_t)D * sizeof(REAL));
+    }
+    if (d_bh) memcpy(d_bh, dbh_all, (size_t)H3 * sizeof(REAL));
+    if (d_bx) memcpy(d_bx, dbx_all, (size_t)H3 * sizeof(REAL));
     RESTORE_MODE;
 done:
-    free(Uv); free(back); free(hv); free(dU_blk); free(dU_all); free(zero); free(dh); free(dhn); free(due); free(dp); free(db_blk); free(db_all);
+    free(Uv); free(Wv); free(back); free(dxo); free(hv); free(xv); free(dU_blk); free(dU_all); free(dW_blk); free(dW_all);
+    free(zero); free(dh); free(dhn); free(due); free(dp); free(dxs); free(sums);
     return status;
 }
