@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,3 +210,13 @@ def test_ctrbench_native_0_switches_it_off(monkeypatch):
         native.library.cache_clear()
         monkeypatch.undo()
         native.library()
+
+
+def test_an_unusable_cache_folder_falls_back_to_a_temporary_one(tmp_path):
+    """A cache folder that cannot be made (here: under a file) is replaced by one in the system's
+    temporary folder, so a read-only home does not cost the native recurrences."""
+    import tempfile
+
+    (tmp_path / "a_file").write_text("")
+    chosen = native._writable_dir(tmp_path / "a_file" / "kernels")
+    assert chosen.parent == Path(tempfile.gettempdir()) and chosen.name.startswith("ctrbench-kernels-")

@@ -67,12 +67,11 @@ def cache_dir() -> Path:
 def _writable_dir(preferred: Path) -> Path:
     try:
         preferred.mkdir(parents=True, exist_ok=True)
-        probe = preferred / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return preferred
+        if os.access(preferred, os.W_OK):
+            return preferred
     except OSError:
-        return Path(tempfile.gettempdir()) / f"ctrbench-kernels-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        pass
+    return Path(tempfile.gettempdir()) / f"ctrbench-kernels-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def _build(cc: str) -> Path:
