@@ -17,7 +17,7 @@ from ctrbench.errors import ConfigError
 from ctrbench.nn import native
 from ctrbench.nn.gru_scan import NativeGRUScan, attentional_gru_scan
 from ctrbench.nn.sequence import EvolvingGRU, run_gru
-from tests.conftest import assert_same_training, fast_trainer, first_steps
+from conftest import assert_same_training, fast_trainer, first_steps
 
 needs_library = pytest.mark.skipif(native.library() is None, reason=f"native recurrences unavailable: {native.unavailable_reason()}")
 
