@@ -220,3 +220,15 @@ def test_an_unusable_cache_folder_falls_back_to_a_temporary_one(tmp_path):
     (tmp_path / "a_file").write_text("")
     chosen = native._writable_dir(tmp_path / "a_file" / "kernels")
     assert chosen.parent == Path(tempfile.gettempdir()) and chosen.name.startswith("ctrbench-kernels-")
+
+
+@needs_library
+def test_mismatched_inputs_are_refused_before_the_kernel_runs():
+    """The kernel reads raw pointers: a wrong dtype or shape must never reach it."""
+    x, W, bx, U, lengths, *_ = _inputs("plain", torch.float64)
+    with pytest.raises(TypeError, match="one dtype"):
+        NativeGRUScan.apply(x, W.float(), bx, U, None, None, None, lengths)
+    with pytest.raises(ValueError, match=r"W must be \[3H, D\]"):
+        NativeGRUScan.apply(x, W[:, :2], bx, U, None, None, None, lengths)
+    with pytest.raises(ValueError, match=r"lengths must be \[B\]"):
+        NativeGRUScan.apply(x, W, bx, U, None, None, None, lengths[:-1])

@@ -137,6 +137,13 @@ class NativeGRUScan(torch.autograd.Function):
         lib = native.library()
         B, T, D = x.shape
         H = U.shape[1]
+        tensors = [t for t in (x, W, bx, U, bh, g0, g1) if t is not None]
+        if any(t.dtype != x.dtype or t.device.type != "cpu" for t in tensors) or x.dtype not in (torch.float32, torch.float64):
+            raise TypeError("NativeGRUScan takes CPU tensors of one dtype, float32 or float64 (native_gru_scan casts them)")
+        if W.shape != (3 * H, D) or U.shape != (3 * H, H) or any(b is not None and b.shape != (3 * H,) for b in (bx, bh)):
+            raise ValueError(f"NativeGRUScan: W must be [3H, D] = [{3 * H}, {D}], U [3H, H], the biases [3H]")
+        if lengths.shape != (B,):
+            raise ValueError(f"NativeGRUScan: lengths must be [B] = [{B}], got {list(lengths.shape)}")
         sfx = "f64" if x.dtype == torch.float64 else "f32"
         x, W, U = x.contiguous(), W.contiguous(), U.contiguous()
         bx = None if bx is None else bx.contiguous()
