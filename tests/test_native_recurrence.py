@@ -232,3 +232,23 @@ def test_mismatched_inputs_are_refused_before_the_kernel_runs():
         NativeGRUScan.apply(x, W[:, :2], bx, U, None, None, None, lengths)
     with pytest.raises(ValueError, match=r"lengths must be \[B\]"):
         NativeGRUScan.apply(x, W, bx, U, None, None, None, lengths[:-1])
+
+
+def test_a_library_others_can_write_is_never_loaded(tmp_path, monkeypatch):
+    """A cache folder writable by others (a shared temporary folder), or a cached file someone else
+    could have replaced, is refused with a reason; nothing is loaded from it."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler here")
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    folder.chmod(0o777)
+    monkeypatch.setenv("CTRBENCH_KERNEL_DIR", str(folder))
+    with pytest.raises(RuntimeError, match="writable by others: not loading code from it"):
+        native._build(native._compiler())
+    folder.chmod(0o700)
+    path = native._build(native._compiler())
+    path.chmod(0o775)  # group-writable (a umask of 002): accepted
+    assert native._build(native._compiler()) == path
+    path.chmod(0o757)
+    with pytest.raises(RuntimeError, match="writable by others"):
+        native._build(native._compiler())

@@ -74,6 +74,18 @@ def _writable_dir(preferred: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"ctrbench-kernels-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
+def _check_private(path: Path) -> None:
+    """Loading a library runs its code: refuse a cache folder or file that another user owns or that
+    anyone may write (a shared temporary folder where someone planted a file under the expected
+    name). Group-writable is accepted: a umask of 002 (user-private groups) makes every file so."""
+    if not hasattr(os, "getuid"):
+        return
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o002:
+        raise RuntimeError(f"'{path}' is owned by another user or writable by others: not loading code from it "
+                           f"(set CTRBENCH_KERNEL_DIR to a folder of your own)")
+
+
 def _build(cc: str) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256()
@@ -81,9 +93,11 @@ def _build(cc: str) -> Path:
         key.update(part)
         key.update(b"\0")
     folder = _writable_dir(cache_dir())
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(folder)
     target = folder / f"gru_scan-{key.hexdigest()[:20]}.so"
     if target.exists():
+        _check_private(target)
         return target
     tmp = folder / f".{target.name}.{os.getpid()}.tmp"
     try:
