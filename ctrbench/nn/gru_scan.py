@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from ctrbench.nn import native
+
 
 def _gate(g0: torch.Tensor | None, g1: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
     if g1 is None:
@@ -132,8 +134,6 @@ class NativeGRUScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, bx, U, bh, g0, g1, lengths):
-        from ctrbench.nn import native
-
         lib = native.library()
         B, T, D = x.shape
         H = U.shape[1]
@@ -169,8 +169,6 @@ class NativeGRUScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_seq, grad_last):
-        from ctrbench.nn import native
-
         x, W, U, g0, g1, lengths, order, h_seq, ur, cs, hpc = ctx.saved_tensors
         B, T, H = h_seq.shape
         D = x.shape[2]
@@ -204,6 +202,4 @@ def native_gru_scan(
 def native_usable(x: torch.Tensor) -> bool:
     """Whether ``NativeGRUScan`` can run on tensors like ``x`` here: CPU, float32 or float64, and
     the library built (``native.library()``)."""
-    from ctrbench.nn import native
-
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.library() is not None

@@ -8,6 +8,7 @@ import functools
 import inspect
 import logging
 
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -102,7 +103,7 @@ def resolve_native_recurrence(setting, model: CTRModel, device) -> bool:
         return False
     from ctrbench.nn import native
 
-    if getattr(device, "type", str(device)) != "cpu":
+    if torch.device(device).type != "cpu":
         why = f"the native recurrences run on CPU, and this run is on {device}"
     elif native.library() is None:
         why = f"the native recurrences could not be built: {native.unavailable_reason()}"

@@ -15,7 +15,8 @@
 
    Why native: at DIEN's shapes (B = 256 rows, H = 36) every torch op of a step costs 5-30 us of
    dispatch and autograd bookkeeping whatever its size, and a step is ~20 of them forward and
-   backward; here a (row, step) costs a few hundred ns. Rows are stepped 4 at a time so that each
+   backward; here a (row, step) costs ~0.3-0.4 us forward and ~1 us backward (with the input
+   projection and its gradients). Rows are stepped 4 at a time so that each
    weight vector loaded serves 4 products; the weight and bias gradients are summed here, so no
    per-step tensor (projections, gate gradients) is written out.
 

@@ -2,6 +2,19 @@
 
 static inline int64_t SFX(clamp_len)(int64_t n, int64_t T) { return n < 0 ? 0 : (n > T ? T : n); }
 
+/* The rows of the block starting at b0 (row[r], -1 past the batch's end) and their lengths L[r]
+   (clamped to [0, T]); returns the longest. */
+static inline int64_t SFX(block_rows)(int64_t b0, int64_t B, int64_t T, const int64_t *len, const int64_t *order,
+                                      int64_t row[ROWS], int64_t L[ROWS]) {
+    int64_t Lmax = 0;
+    for (int r = 0; r < ROWS; r++) {
+        row[r] = b0 + r < B ? (order ? order[b0 + r] : b0 + r) : -1;
+        L[r] = row[r] >= 0 ? SFX(clamp_len)(len[row[r]], T) : 0;
+        Lmax = L[r] > Lmax ? L[r] : Lmax;
+    }
+    return Lmax;
+}
+
 /* out[r][0..PV) = bias + sum_k x[r][k] Wv[k][0..PV), for the ROWS rows r; Wv is [K][PV] vectors.
    Each loaded weight vector serves the ROWS rows, and the accumulators stay in registers. */
 static inline void SFX(rows_times)(const REAL *const x[ROWS], int64_t K, const VEC *Wv, int64_t PV, const VEC *bias,
@@ -65,12 +78,8 @@ int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
     VEC *const out[ROWS] = {acc, acc + PV, acc + 2 * PV, acc + 3 * PV};
     VEC *const xout[ROWS] = {acc + 4 * PV, acc + 5 * PV, acc + 6 * PV, acc + 7 * PV};
     for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
-        int64_t L[ROWS], row[ROWS], Lmax = 0;
-        for (int r = 0; r < ROWS; r++) {
-            row[r] = b0 + r < B ? (order ? order[b0 + r] : b0 + r) : -1;
-            L[r] = row[r] >= 0 ? SFX(clamp_len)(len[row[r]], T) : 0;
-            Lmax = L[r] > Lmax ? L[r] : Lmax;
-        }
+        int64_t L[ROWS], row[ROWS];
+        const int64_t Lmax = SFX(block_rows)(b0, B, T, len, order, row, L);
         for (int64_t t = 0; t < Lmax; t++) {
             const REAL *hprev[ROWS], *xin[ROWS];
             for (int r = 0; r < ROWS; r++) {
@@ -197,11 +206,10 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
     const VEC *const hvs[ROWS] = {hv, hv + PV, hv + 2 * PV, hv + 3 * PV};
     const VEC *const xvs[ROWS] = {xv, xv + PD, xv + 2 * PD, xv + 3 * PD};
     for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
-        int64_t L[ROWS], row[ROWS], Lmax = 0;
+        int64_t L[ROWS], row[ROWS];
+        const int64_t Lmax = SFX(block_rows)(b0, B, T, len, order, row, L);
         for (int r = 0; r < ROWS; r++) {
-            const int64_t b = row[r] = b0 + r < B ? (order ? order[b0 + r] : b0 + r) : -1;
-            L[r] = b >= 0 ? SFX(clamp_len)(len[b], T) : 0;
-            Lmax = L[r] > Lmax ? L[r] : Lmax;
+            const int64_t b = row[r];
             for (int64_t j = 0; j < H; j++) dh[r * H + j] = b >= 0 && grad_last ? grad_last[b * H + j] : 0;
             if (b >= 0 && L[r] < T) {
                 const int64_t i = b * T + L[r], n = T - L[r];
