@@ -162,8 +162,11 @@ class _Attention(nn.Module):
             # per-candidate part (W_q + W_d) q_c + b is the map's last row, which a column of ones
             # beside k picks up (no [L, C*H] bias pass)
             M = torch.empty(D + 1, C, H, dtype=q.dtype, device=q.device)
-            Wkd = (W[:, D : 2 * D] - W[:, 2 * D : 3 * D]).t().unsqueeze(1)  # [D, 1, H]
-            torch.addcmul(Wkd, q.t().unsqueeze(2), W[:, 3 * D :].t().unsqueeze(1), out=M[:D])  # [D, C, H]
+            # the two [D, H] maps made contiguous first (36 x 80 copies): the broadcast product over
+            # [D, C, H] then runs on contiguous rows of H, ~3x faster than on the transposed views
+            Wkd = (W[:, D : 2 * D] - W[:, 2 * D : 3 * D]).t().contiguous().unsqueeze(1)  # [D, 1, H]
+            Wp = W[:, 3 * D :].t().contiguous().unsqueeze(1)  # [D, 1, H]
+            torch.addcmul(Wkd, q.t().unsqueeze(2), Wp, out=M[:D])  # [D, C, H]
             torch.addmm(b, q, (W[:, :D] + W[:, 2 * D : 3 * D]).t(), out=M[D])  # [C, H]
             k1 = torch.cat([k, k.new_ones(L, 1)], dim=1)  # [L, D + 1]
             first = torch.mm(k1, M.view(D + 1, C * H)).view(L, C, H)
