@@ -84,7 +84,11 @@ class BilinearAttention(nn.Module):
         nn.init.xavier_uniform_(self.W)
 
     def forward(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        score = torch.einsum("blh,hd,bd->bl", h, self.W, e_a)
+        # h_t W e_a contracted as h_t . (W e_a): one [B, D] x [D, H] product, then an element-wise
+        # product and sum over [B, L, H] (a left-to-right einsum took (h W) first, an [B, L, H] x
+        # [H, D] product and a batched one; ~11% of a dien_table2 step, docs/performance.md)
+        q = e_a @ self.W.t()  # [B, H]
+        score = (h * q.unsqueeze(1)).sum(-1)  # [B, L]
         return masked_softmax(score, mask)
 
 
