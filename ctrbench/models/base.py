@@ -25,7 +25,7 @@ class CTRModel(nn.Module):
     CPU then also hold at most this many history positions (``evaluate.resolve_eval_positions``).
 
     ``pack_histories``: whether a mostly padded batch on CPU runs on its real history positions
-    (``nn.layers.packed_positions``: the same values up to float rounding); set per run by the
+    (``nn.layers.packed_history``: the same values up to float rounding); set per run by the
     trainer from ``trainer.pack_histories``. Off by default, so that a model built alone, and every
     run that does not ask for it, computes exactly what the padded form computes.
 

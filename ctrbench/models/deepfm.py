@@ -15,7 +15,7 @@ from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.fields import FieldEmbeddings, FirstOrder
 from ctrbench.nn.activations import ActFactory
 from ctrbench.nn.interactions import fm_second_order
-from ctrbench.nn.layers import MLP, packed_positions
+from ctrbench.nn.layers import MLP, packed_history
 
 
 class DeepFM(CTRModel):
@@ -33,6 +33,7 @@ class DeepFM(CTRModel):
         self.mlp = MLP(self.fields.n_fields * embedding_dim, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        f = self.fields(batch, self.pack_histories)
-        logit = self.linear(batch, packed_positions(batch, self.pack_histories)) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
+        packed = packed_history(batch, self.pack_histories)  # one for the fields and the first-order part
+        f = self.fields(batch, packed)
+        logit = self.linear(batch, packed) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
         return ModelOutput(logits=logit)

@@ -24,7 +24,7 @@ from ctrbench.data.schema import Batch, Vocab
 from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.nn.activations import ActFactory
 from ctrbench.nn.attention import LocalActivationUnit
-from ctrbench.nn.layers import MLP, ItemEmbeddings, packed_positions, pool_rows
+from ctrbench.nn.layers import MLP, ItemEmbeddings, packed_history, pool_rows
 
 
 class DIN(CTRModel):
@@ -55,10 +55,10 @@ class DIN(CTRModel):
         self.mlp = MLP(2 * D + (embedding_dim if use_user else 0), list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        packed = packed_positions(batch, self.pack_histories and self.attention.inputs == "qk_diff_prod")
+        packed = packed_history(batch, self.pack_histories and self.attention.inputs == "qk_diff_prod")
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
-            pos, row = packed
-            e_t, e_p = self.emb.target_and_packed_history(batch, pos)  # [B, D], [P, D]
+            pos, row = packed.pos, packed.row
+            e_t, e_p = self.emb.target_and_packed_history(batch, packed)  # [B, D], [P, D]
             w = self.attention.forward_packed(e_t, e_p, row, pos, batch.hist_mask.shape)  # [P], Eq. (3)
             v_u = pool_rows(w.unsqueeze(1) * e_p, row, len(e_t))
         else:

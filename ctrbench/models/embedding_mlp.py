@@ -16,7 +16,7 @@ import torch
 from ctrbench.data.schema import Batch, Vocab
 from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.layers import MLP, ItemEmbeddings, masked_pool, packed_positions, pool_rows
+from ctrbench.nn.layers import MLP, ItemEmbeddings, PackedHistory, masked_pool, packed_history, pool_rows
 
 
 class BaseModel(CTRModel):
@@ -40,10 +40,13 @@ class BaseModel(CTRModel):
         self.mlp = MLP(in_dim, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        packed = packed_positions(batch, self.pack_histories)
+        return self.forward_packed(batch, packed_history(batch, self.pack_histories))
+
+    def forward_packed(self, batch: Batch, packed: PackedHistory | None) -> ModelOutput:
+        """``forward`` with the batch's ``packed_history`` found by the caller (Wide&Deep shares it)."""
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
-            e_t, e_p = self.emb.target_and_packed_history(batch, packed[0])
-            u = pool_rows(e_p, packed[1], len(e_t))
+            e_t, e_p = self.emb.target_and_packed_history(batch, packed)
+            u = pool_rows(e_p, packed.row, len(e_t))
             if self.pooling == "mean":
                 u = u / batch.hist_len.clamp(min=1).unsqueeze(1).to(u.dtype)
         else:

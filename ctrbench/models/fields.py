@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
-from ctrbench.nn.layers import ItemEmbeddings, field_embedding, masked_pool, mean_rows, packed_positions, pool_rows
+from ctrbench.nn.layers import ItemEmbeddings, PackedHistory, field_embedding, masked_pool, mean_rows, pool_rows
 
 
 class FieldEmbeddings(nn.Module):
@@ -17,12 +17,13 @@ class FieldEmbeddings(nn.Module):
         self.emb = ItemEmbeddings(vocab, dim, use_user)
         self.n_fields = 4 + (1 if use_user else 0)
 
-    def forward(self, batch: Batch, pack: bool = False) -> torch.Tensor:
-        """[B, n_fields, dim]; ``pack``: the model's ``pack_histories`` (nn/layers.packed_positions)."""
-        packed = packed_positions(batch, pack)
+    def forward(self, batch: Batch, packed: PackedHistory | None = None) -> torch.Tensor:
+        """[B, n_fields, dim]; ``packed``: the batch's ``packed_history`` (nn/layers.py), to look up
+        and pool the history's real positions only (the same values up to rounding), or None (the
+        padded grid)."""
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
-            e_t, e_p = self.emb.target_and_packed_history(batch, packed[0])  # [item; cate], one lookup per table
-            pooled = pool_rows(e_p, packed[1], len(e_t))
+            e_t, e_p = self.emb.target_and_packed_history(batch, packed)  # [item; cate], one lookup per table
+            pooled = pool_rows(e_p, packed.row, len(e_t))
             d = self.emb.dim
             f = [e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *self.emb.profile(batch)]
         else:
@@ -53,14 +54,13 @@ class FirstOrder(nn.Module):
                 nn.init.zeros_(t.weight)
         self.bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, batch: Batch, packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """[B]; ``packed``: the batch's ``packed_positions`` (pos, row), to look up and pool the
+    def forward(self, batch: Batch, packed: PackedHistory | None = None) -> torch.Tensor:
+        """[B]; ``packed``: the batch's ``packed_history`` (nn/layers.py), to look up and pool the
         history's real positions only (the same values up to rounding), or None (the padded grid)."""
         z = self.bias + self.item(batch.item).squeeze(-1) + self.cate(batch.cate).squeeze(-1)
         if packed is not None:
-            pos, row = packed
-            hist = self.h_item(batch.hist_item.reshape(-1)[pos]) + self.h_cate(batch.hist_cate.reshape(-1)[pos])  # [P, 1]
-            z = z + mean_rows(hist, row, batch.hist_len).squeeze(-1)
+            hist = self.h_item(packed.item) + self.h_cate(packed.cate)  # [P, 1]
+            z = z + mean_rows(hist, packed.row, batch.hist_len).squeeze(-1)
         else:
             hist = self.h_item(batch.hist_item) + self.h_cate(batch.hist_cate)
             z = z + masked_pool(hist, batch.hist_mask, "mean").squeeze(-1)

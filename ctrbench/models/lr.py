@@ -15,7 +15,7 @@ from torch import nn  # noqa: F401
 from ctrbench.data.schema import Batch, Vocab
 from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.layers import field_embedding, masked_pool, mean_rows, packed_positions, pool_rows
+from ctrbench.nn.layers import field_embedding, masked_pool, mean_rows, packed_history, pool_rows
 
 
 class LR(CTRModel):
@@ -35,10 +35,10 @@ class LR(CTRModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         z = self.bias + self.w_item(batch.item).squeeze(-1) + self.w_cate(batch.cate).squeeze(-1)
-        packed = packed_positions(batch, self.pack_histories)
+        packed = packed_history(batch, self.pack_histories)
         if packed is not None:  # a mostly padded batch on CPU: the history's real positions only (nn/layers.py)
-            pos, row = packed
-            hist = self.u_item(batch.hist_item.reshape(-1)[pos]) + self.u_cate(batch.hist_cate.reshape(-1)[pos])  # [P, 1]
+            row = packed.row
+            hist = self.u_item(packed.item) + self.u_cate(packed.cate)  # [P, 1]
             pooled = mean_rows(hist, row, batch.hist_len) if self.pooling == "mean" else pool_rows(hist, row, len(z))
         else:
             hist = self.u_item(batch.hist_item) + self.u_cate(batch.hist_cate)  # [B, L, 1]

@@ -16,7 +16,7 @@ from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.fields import FieldEmbeddings
 from ctrbench.nn.activations import ActFactory
 from ctrbench.nn.interactions import inner_products, outer_products
-from ctrbench.nn.layers import MLP
+from ctrbench.nn.layers import MLP, packed_history
 
 PRODUCTS = ("inner", "outer", "both")
 
@@ -42,7 +42,7 @@ class PNN(CTRModel):
         self.mlp = MLP(n * d + width, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        f = self.fields(batch, self.pack_histories)
+        f = self.fields(batch, packed_history(batch, self.pack_histories))
         parts = [f.flatten(1)]
         if self.product in ("inner", "both"):
             parts.append(inner_products(f))

@@ -26,7 +26,7 @@ from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.embedding_mlp import BaseModel
 from ctrbench.models.fields import FirstOrder
 from ctrbench.nn.activations import ActFactory
-from ctrbench.nn.layers import masked_pool, mean_rows, packed_positions
+from ctrbench.nn.layers import masked_pool, mean_rows, packed_history
 
 
 class WideDeep(CTRModel):
@@ -55,19 +55,18 @@ class WideDeep(CTRModel):
         return (a * 1_000_003 + b) % self.n_buckets
 
     def forward(self, batch: Batch) -> ModelOutput:
-        packed = packed_positions(batch, self.pack_histories)
+        packed = packed_history(batch, self.pack_histories)  # one for the wide and the deep part
         if packed is not None:  # a mostly padded batch on CPU: the history's real positions only (nn/layers.py)
-            pos, row = packed
-            hc, hi = batch.hist_cate.reshape(-1)[pos], batch.hist_item.reshape(-1)[pos]
-            cc = self.cross_cate(self.bucket(batch.cate[row], hc))  # [P, 1]
-            ci = self.cross_item(self.bucket(batch.item[row], hi))
+            row = packed.row
+            cc = self.cross_cate(self.bucket(batch.cate[row], packed.cate))  # [P, 1]
+            ci = self.cross_item(self.bucket(batch.item[row], packed.item))
             crosses = mean_rows(cc + ci, row, batch.hist_len)
         else:
             cc = self.cross_cate(self.bucket(batch.cate.unsqueeze(1), batch.hist_cate))  # [B, L, 1]
             ci = self.cross_item(self.bucket(batch.item.unsqueeze(1), batch.hist_item))
             crosses = masked_pool(cc + ci, batch.hist_mask, "mean")
         wide = self.linear(batch, packed) + crosses.squeeze(-1)
-        return ModelOutput(logits=wide + self.deep(batch).logits)
+        return ModelOutput(logits=wide + self.deep.forward_packed(batch, packed).logits)
 
     def variant(self) -> dict:
         return {"n_buckets": self.n_buckets, "crosses": ["target_cate x hist_cate", "target_item x hist_item"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -97,9 +98,9 @@ class ItemEmbeddings(nn.Module):
         e = self.embed(torch.cat([i.reshape(-1) for i, _ in pairs]), torch.cat([c.reshape(-1) for _, c in pairs]))
         return [x.view(*shape, e.shape[-1]) for x, shape in zip(e.split(sizes), shapes)]
 
-    def target_and_packed_history(self, batch: Batch, pos: torch.Tensor) -> list[torch.Tensor]:
-        """``[target(batch), the history's real positions pos (packed_positions) [P, D]]``, one lookup per table."""
-        return self.embed_together((batch.item, batch.cate), (batch.hist_item.reshape(-1)[pos], batch.hist_cate.reshape(-1)[pos]))
+    def target_and_packed_history(self, batch: Batch, packed: PackedHistory) -> list[torch.Tensor]:
+        """``[target(batch), the history's real positions (packed_history) [P, D]]``, one lookup per table."""
+        return self.embed_together((batch.item, batch.cate), (packed.item, packed.cate))
 
     def target_history_negatives(self, batch: Batch) -> list[torch.Tensor]:
         """``[target(batch), history(batch), the negative behaviours' embeddings]`` (DIEN's auxiliary
@@ -143,6 +144,28 @@ def packed_positions(batch: Batch, enabled: bool = True) -> tuple[torch.Tensor, 
         return None
     pos = mask.reshape(-1).nonzero().squeeze(1)
     return pos, torch.div(pos, L, rounding_mode="floor")
+
+
+@dataclass
+class PackedHistory:
+    """A packed batch's history (``packed_history``): the real positions ``pos`` of the flattened
+    [B, L] grid, in order, the sample ``row`` each belongs to, and the ids there (``item``,
+    ``cate``: [P]). Found once per batch and handed to every part of a model that reads the history
+    (Wide&Deep's and DeepFM's wide and deep parts share one)."""
+
+    pos: torch.Tensor
+    row: torch.Tensor
+    item: torch.Tensor
+    cate: torch.Tensor
+
+
+def packed_history(batch: Batch, enabled: bool = True) -> PackedHistory | None:
+    """``packed_positions`` with the history's ids at those positions; None when the batch stays padded."""
+    packed = packed_positions(batch, enabled)
+    if packed is None:
+        return None
+    pos, row = packed
+    return PackedHistory(pos, row, batch.hist_item.reshape(-1)[pos], batch.hist_cate.reshape(-1)[pos])
 
 
 def pool_rows(x: torch.Tensor, row: torch.Tensor, n_rows: int) -> torch.Tensor:
