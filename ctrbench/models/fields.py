@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
-from ctrbench.nn.layers import ItemEmbeddings, PackedHistory, field_embedding, masked_pool, mean_rows, pool_rows
+from ctrbench.nn.layers import ItemEmbeddings, PackedHistory, field_embedding, masked_pool, mean_rows, packed_history, pool_rows
 
 
 class FieldEmbeddings(nn.Module):
@@ -17,10 +17,12 @@ class FieldEmbeddings(nn.Module):
         self.emb = ItemEmbeddings(vocab, dim, use_user)
         self.n_fields = 4 + (1 if use_user else 0)
 
-    def forward(self, batch: Batch, packed: PackedHistory | None = None) -> torch.Tensor:
+    def forward(self, batch: Batch, packed: PackedHistory | bool | None = None) -> torch.Tensor:
         """[B, n_fields, dim]; ``packed``: the batch's ``packed_history`` (nn/layers.py), to look up
         and pool the history's real positions only (the same values up to rounding), or None (the
-        padded grid)."""
+        padded grid); a bool (a model's ``pack_histories``, as this argument once was) finds it here."""
+        if isinstance(packed, bool):
+            packed = packed_history(batch, packed)
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
             e_t, e_p = self.emb.target_and_packed_history(batch, packed)  # [item; cate], one lookup per table
             pooled = pool_rows(e_p, packed.row, len(e_t))
