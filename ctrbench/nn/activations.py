@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctrbench.nn import native_dice
+
 ActFactory = Callable[[int], nn.Module]
 DICE_MODES = ("paper", "code")
 
@@ -56,7 +58,13 @@ class Dice(nn.Module):
     batch, by design; padded rows are still excluded from the statistics.
 
     With E[s] = 0 and Var[s] = 0, p(s) = sigmoid(s / sqrt(eps)) is a step at 0 and Dice is PReLU.
+
+    ``native`` (set per run by the trainer from ``trainer.native_dice``; off for a module built
+    alone): in training, rows without a mask run as one native call forward and one backward
+    (``nn/native_dice.py``, ``nn/csrc/dice.c``), the same formula up to float rounding.
     """
+
+    native = False
 
     def __init__(self, num_features: int, alpha_init: float = 0.0, eps: float = 1e-8, momentum: float = 0.1, mode: str = "paper") -> None:
         super().__init__()
@@ -80,6 +88,9 @@ class Dice(nn.Module):
 
     def forward(self, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = s.reshape(-1, s.shape[-1])
+        if not torch.jit.is_scripting():  # (TorchScript, which the request path and export use, skips this block)
+            if self.native and self.training and mask is None and native_dice.usable(x):
+                return self._native_forward(x).reshape(s.shape)
         if self.training or self.mode == "code":
             mean, var = self.statistics(x, mask)
             if self.training and self.mode == "paper":
@@ -94,6 +105,16 @@ class Dice(nn.Module):
         p = torch.sigmoid((x - mean) / std)
         out = p * x + (1.0 - p) * self.alpha * x
         return out.reshape(s.shape)
+
+    @torch.jit.unused
+    def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training on rows without a mask, in one native call each way (nn/native_dice.py)."""
+        out, mean, var = native_dice.NativeDice.apply(x, self.alpha.to(x.dtype), self.eps, self.eps if self.mode == "code" else 0.0)
+        if self.mode == "paper":
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+        return out
 
     def extra_repr(self) -> str:
         return f"num_features={self.alpha.numel()}, eps={self.eps}, momentum={self.momentum}, mode={self.mode}"

@@ -1,4 +1,5 @@
-"""The native GRU recurrences (``csrc/gru_scan.c``): compiled once per machine, loaded with ctypes.
+"""The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training):
+compiled once per machine into one library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
 compiler, a failed compile, a library that does not load). The source is compiled with the system's
@@ -27,9 +28,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCES = [Path(__file__).with_name("csrc") / "gru_scan.c", Path(__file__).with_name("csrc") / "gru_scan_impl.h"]
+_CSRC = Path(__file__).with_name("csrc")
+SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 5  # ctr_gru_abi() of the source this module expects
+ABI = 6  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -101,10 +103,11 @@ def _build(cc: str) -> Path:
         return target
     tmp = folder / f".{target.name}.{os.getpid()}.tmp"
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCES[0]), "-lm"], capture_output=True, text=True, timeout=300)
+        c_files = [p for p in SOURCES if p.suffix == ".c"]
+        done = subprocess.run([cc, *FLAGS, "-o", str(tmp), *map(str, c_files), "-lm"], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise RuntimeError(f"{Path(cc).name} failed on {SOURCES[0].name}: {last}")
+            raise RuntimeError(f"{Path(cc).name} failed on {', '.join(p.name for p in c_files)}: {last}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -135,5 +138,9 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_gru_bwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 20
         getattr(lib, f"ctr_gru_fwd_{suffix}").restype = ctypes.c_int  # 0, or 1: out of memory
         getattr(lib, f"ctr_gru_bwd_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"ctr_dice_fwd_{suffix}").argtypes = [i64, i64, vp, vp, ctypes.c_double, ctypes.c_double] + [vp] * 5
+        getattr(lib, f"ctr_dice_bwd_{suffix}").argtypes = [i64, i64] + [vp] * 6 + [ctypes.c_double] + [vp] * 3
+        getattr(lib, f"ctr_dice_fwd_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"ctr_dice_bwd_{suffix}").restype = ctypes.c_int
     _reason = None
     return lib

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ctrbench.data.schema import Vocab
 from ctrbench.errors import ConfigError
 from ctrbench.models.base import CTRModel
-from ctrbench.nn.activations import PReLU
+from ctrbench.nn.activations import Dice, PReLU
 from ctrbench.train.regularizers import Regularizer
 
 log = logging.getLogger("ctrbench")
@@ -96,22 +96,35 @@ def resolve_native_recurrence(setting, model: CTRModel, device) -> bool:
     runs them in training in ``nn/csrc/gru_scan.c``. ``auto``: on CPU when the library builds (a
     warning says why not, and the torch ops run); ``true``: the same, and a one-line error where
     it cannot; ``false``: torch ops. Models without recurrences: False whatever the setting."""
+    return _resolve_native(setting, "native_recurrence", "recurrences", model.has_recurrence, device)
+
+
+def resolve_native_dice(setting, model: torch.nn.Module, device, compiled: bool) -> bool:
+    """``trainer.native_dice``: whether the model's Dice activations run in training in
+    ``nn/csrc/dice.c`` (rows without a mask; the rest as torch ops). ``auto``, ``true``, ``false``
+    as ``trainer.native_recurrence``; a model without Dice, or a compiled one (torch.compile does not
+    trace the native call), False whatever the setting."""
+    has_dice = any(isinstance(m, Dice) for m in model.modules())
+    return _resolve_native(setting, "native_dice", "Dice activations", has_dice and not compiled, device)
+
+
+def _resolve_native(setting, key: str, what: str, applies: bool, device) -> bool:
     value = str(setting).lower() if setting is not None else "auto"
     if value not in ("auto", "true", "false"):
-        raise ConfigError(f"trainer.native_recurrence={setting!r} is invalid: expected auto, true or false")
-    if value == "false" or not model.has_recurrence:
+        raise ConfigError(f"trainer.{key}={setting!r} is invalid: expected auto, true or false")
+    if value == "false" or not applies:
         return False
     from ctrbench.nn import native
 
     if torch.device(device).type != "cpu":
-        why = f"the native recurrences run on CPU, and this run is on {device}"
+        why = f"the native {what} run on CPU, and this run is on {device}"
     elif native.library() is None:
-        why = f"the native recurrences could not be built: {native.unavailable_reason()}"
+        why = f"the native {what} could not be built: {native.unavailable_reason()}"
     else:
         return True
     if value == "true":
-        raise ConfigError(f"trainer.native_recurrence=true: {why}; use auto or false")
-    log.warning(f"{why}; the recurrences run as torch ops (trainer.native_recurrence=auto)")
+        raise ConfigError(f"trainer.{key}=true: {why}; use auto or false")
+    log.warning(f"{why}; the {what} run as torch ops (trainer.{key}=auto)")
     return False
 
 

@@ -48,11 +48,13 @@ from ctrbench.train.compiled import check_compile_available, compile_module
 from ctrbench.memory_budget import check_memory_budget
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
+from ctrbench.nn.activations import Dice
 from ctrbench.train import checkpoint, resume
 from ctrbench.train import distributed, flat_sgd, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
-from ctrbench.train.build import act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_native_recurrence, resolve_pack_histories, training_setup
+from ctrbench.train.build import (act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_native_dice, resolve_native_recurrence,
+                                  resolve_pack_histories, training_setup)
 from ctrbench.train.environment import peak_memory_mb, resolve_device, resolve_precision, seed_everything, threads_choice, versions
 from ctrbench.train.progress import Clock, InterruptFlag, Progress, ProgressBar, TrainingInterrupted, history_line
 from ctrbench import tracking
@@ -152,10 +154,14 @@ class Trainer:
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
         # DIEN's recurrences as native loops in training (nn/csrc/gru_scan.c)
         self.native_recurrence = resolve_native_recurrence(t.get("native_recurrence", "auto"), self.model, self.device)
+        # Dice in training as one native call forward and one backward (nn/csrc/dice.c)
+        self.native_dice = resolve_native_dice(t.get("native_dice", "auto"), self.model, self.device, self.compiled)
         for module in self.model.modules():
             if isinstance(module, CTRModel):
                 module.pack_histories = self.pack_histories
                 module.native_recurrence = self.native_recurrence
+            if isinstance(module, Dice):
+                module.native = self.native_dice
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
@@ -619,6 +625,8 @@ class Trainer:
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)
             "recurrence": ("native" if self.native_recurrence else "torch") if self.model.has_recurrence else None,
+            # trainer.native_dice: how the Dice activations ran in training (same values; rounding only), null without Dice
+            "dice": ("native" if self.native_dice else "torch") if any(isinstance(m, Dice) for m in self.model.modules()) else None,
             "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {
                 **self.model.variant(),

@@ -1,0 +1,28 @@
+/* Dice (DIN paper Eq. 9) in training, as one native call forward and one backward (ctrbench/nn/
+   native_dice.py: NativeDice), over the rows of x [N, H] that are all real:
+
+       mean, var = the per-unit mean and biased variance of the rows (batch statistics)
+       p   = sigmoid((x - mean) / (sqrt(var + eps) + c))      (c = 0; the official code's c = eps)
+       out = p x + (1 - p) alpha x = x (alpha + (1 - alpha) p)
+
+   Why native: composed of torch ops, a Dice layer is ~10 ops forward and ~20 backward, each 5-30 us
+   at the batch-32 shapes of the papers' tables whatever its size: ~300-600 us a layer, about 45%
+   of a DIN-with-Dice training step. Compiled with gru_scan.c into one library (native.py). */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define REAL float
+#define SFX(name) name##_f32
+static inline float exp_f32(float x) { return expf(x); }
+#include "dice_impl.h"
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX(name) name##_f64
+static inline double exp_f64(double x) { return exp(x); }
+#include "dice_impl.h"
+#undef REAL
+#undef SFX
