@@ -74,6 +74,18 @@ def assert_same_training(a: tuple[list[float], dict], b: tuple[list[float], dict
         torch.testing.assert_close(a[1][k], v, rtol=1e-4, atol=1e-5)
 
 
+def assert_native_trains_the_same(dataset, tmp_path: Path, key: str, *overrides: str, check=None) -> None:
+    """``first_steps`` of a run with ``trainer.<key>=false`` (torch ops) and one with ``true`` (the
+    native kernels) equal up to float32 rounding; ``check(trainer, native)`` on each trainer first."""
+    runs = {}
+    for setting in ("false", "true"):
+        t = fast_trainer(dataset, tmp_path / setting, *overrides, f"trainer.{key}={setting}")
+        if check is not None:
+            check(t, setting == "true")
+        runs[setting] = first_steps(t)
+    assert_same_training(runs["true"], runs["false"])
+
+
 def fast_trainer(dataset, run_dir: Path, *overrides: str):
     """A Trainer set up on ``dataset`` for calling ``train_step`` directly: the train config with
     +debug=fast on CPU and ``overrides``; the data folder is ``run_dir``'s parent's ``data``."""

@@ -13,7 +13,7 @@ from ctrbench.errors import ConfigError
 from ctrbench.nn import native, native_dice
 from ctrbench.nn.activations import Dice
 from ctrbench.nn.native_dice import NativeDice
-from conftest import assert_same_training, fast_trainer, first_steps
+from conftest import assert_native_trains_the_same, fast_trainer
 
 needs_library = pytest.mark.skipif(native.library() is None, reason=f"no native library here: {native.unavailable_reason()}")
 
@@ -88,12 +88,10 @@ def test_mismatched_inputs_are_refused():
 def test_din_with_dice_trains_the_same_with_native_and_torch_dice(tiny_dataset, tmp_path):
     """The din_table3 DIN-with-Dice row (SGD at lr 1, batch 32, packed histories), 30 steps each
     way: the same losses and weights up to float32 rounding."""
-    runs = {}
-    for setting in ("false", "true"):
-        t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=din_table3", "+row=din_table3/din_dice", f"trainer.native_dice={setting}")
-        assert [m.native for m in t.model.modules() if isinstance(m, Dice)] == [setting == "true"] * 4
-        runs[setting] = first_steps(t)
-    assert_same_training(runs["true"], runs["false"])
+    def check(t, native):
+        assert [m.native for m in t.model.modules() if isinstance(m, Dice)] == [native] * 4
+
+    assert_native_trains_the_same(tiny_dataset, tmp_path, "native_dice", "+experiment=din_table3", "+row=din_table3/din_dice", check=check)
 
 
 @needs_library

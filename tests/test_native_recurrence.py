@@ -17,7 +17,7 @@ from ctrbench.errors import ConfigError
 from ctrbench.nn import native
 from ctrbench.nn.gru_scan import NativeGRUScan, attentional_gru_scan
 from ctrbench.nn.sequence import EvolvingGRU, run_gru
-from conftest import assert_same_training, fast_trainer, first_steps
+from conftest import assert_native_trains_the_same, fast_trainer
 
 needs_library = pytest.mark.skipif(native.library() is None, reason=f"native recurrences unavailable: {native.unavailable_reason()}")
 
@@ -133,13 +133,11 @@ def test_a_nan_input_gives_a_nan_state():
 def test_dien_trains_the_same_with_native_and_torch_recurrences(tiny_dataset, tmp_path, evolution):
     """The dien_table2 setup (Adam), 30 steps each way: the same losses and weights up to float32
     rounding."""
-    runs = {}
-    for setting in ("false", "true"):
-        t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=dien_table2", "+row=dien_table2/dien",
-                         f"model.evolution={evolution}", f"trainer.native_recurrence={setting}")
-        assert t.model.native_recurrence == (setting == "true")
-        runs[setting] = first_steps(t)
-    assert_same_training(runs["true"], runs["false"])
+    def check(t, native):
+        assert t.model.native_recurrence == native
+
+    assert_native_trains_the_same(tiny_dataset, tmp_path, "native_recurrence", "+experiment=dien_table2", "+row=dien_table2/dien",
+                                  f"model.evolution={evolution}", check=check)
 
 
 @needs_library
