@@ -112,11 +112,6 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
-def _check(status: int) -> None:
-    if status != 0:
-        raise MemoryError("the native GRU recurrence could not allocate its working memory")
-
-
 class NativeGRUScan(torch.autograd.Function):
     """The same recurrence, with its input projection xs_t = W x_t + bx and a hidden bias bh inside
     p_t (for a plain GRU, g0 = g1 = None: u'_t = u_t), in ``csrc/gru_scan.c``, batch-first, each
@@ -158,10 +153,10 @@ class NativeGRUScan(torch.autograd.Function):
         cs = x.new_empty(B, T, H) if save else None
         hpc = x.new_empty(B, T, H) if save else None
         Wt, Ut = W.t().contiguous(), U.t().contiguous()
-        _check(getattr(lib, f"ctr_gru_fwd_{sfx}")(
+        native.check(getattr(lib, f"ctr_gru_fwd_{sfx}")(
             B, T, H, D, _ptr(x), _ptr(Wt), _ptr(bx), _ptr(Ut), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order),
             _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc),
-        ))
+        ), "GRU recurrence")
         if save:
             ctx.save_for_backward(x, W, U, g0, g1, lengths, order, h_seq, ur, cs, hpc)
             ctx.biases = (bx is not None, bh is not None)
@@ -180,11 +175,11 @@ class NativeGRUScan(torch.autograd.Function):
         d_bh = U.new_empty(3 * H) if ctx.biases[1] else None
         d_g0 = h_seq.new_empty(B, T) if g0 is not None and ctx.needs_input_grad[5] else None
         d_g1 = h_seq.new_empty(B, T) if g1 is not None and ctx.needs_input_grad[6] else None
-        _check(getattr(native.library(), f"ctr_gru_bwd_{sfx}")(
+        native.check(getattr(native.library(), f"ctr_gru_bwd_{sfx}")(
             B, T, H, D, _ptr(x), _ptr(W), _ptr(U), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(ur),
             _ptr(cs), _ptr(hpc), _ptr(grad_seq), _ptr(grad_last), _ptr(d_x), _ptr(d_W), _ptr(d_bx), _ptr(d_U), _ptr(d_bh),
             _ptr(d_g0), _ptr(d_g1),
-        ))
+        ), "GRU recurrence")
         return d_x, d_W, d_bx, d_U, d_bh, d_g0, d_g1, None
 
 

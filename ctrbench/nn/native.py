@@ -2,7 +2,7 @@
 compiled once per machine into one library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
-compiler, a failed compile, a library that does not load). The source is compiled with the system's
+compiler, a failed compile, a library that does not load). The sources are compiled with the system's
 C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) as ``-O3 -march=native`` into a cache folder
 (``$CTRBENCH_KERNEL_DIR``, else ``$XDG_CACHE_HOME/ctrbench/kernels``, else
 ``~/.cache/ctrbench/kernels``; a temporary folder when that is not writable), under a name that
@@ -112,6 +112,12 @@ def _build(cc: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def check(status: int, what: str) -> None:
+    """A kernel's return status: 0, or 1 when it could not allocate its working memory."""
+    if status != 0:
+        raise MemoryError(f"the native {what} could not allocate its working memory")
 
 
 @functools.cache

@@ -21,11 +21,6 @@ def usable(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and native.library() is not None)
 
 
-def _check(status: int) -> None:
-    if status != 0:
-        raise MemoryError("the native Dice could not allocate its working memory")
-
-
 class NativeDice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, eps: float, c: float):
@@ -38,8 +33,8 @@ class NativeDice(torch.autograd.Function):
         N, H = x.shape
         out, p = torch.empty_like(x), torch.empty_like(x)
         mean, var, rstd = x.new_empty(H), x.new_empty(H), x.new_empty(H)
-        _check(getattr(lib, f"ctr_dice_fwd_{sfx}")(N, H, x.data_ptr(), alpha.data_ptr(), float(eps), float(c), out.data_ptr(),
-                                                   p.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr()))
+        native.check(getattr(lib, f"ctr_dice_fwd_{sfx}")(N, H, x.data_ptr(), alpha.data_ptr(), float(eps), float(c), out.data_ptr(),
+                                                         p.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr()), "Dice")
         ctx.save_for_backward(x, alpha, p, mean, var, rstd)
         ctx.eps = float(eps)
         ctx.mark_non_differentiable(mean, var)
@@ -52,7 +47,7 @@ class NativeDice(torch.autograd.Function):
         g = grad_out.contiguous()
         N, H = x.shape
         dx, dalpha = torch.empty_like(x), torch.empty_like(alpha)
-        _check(getattr(native.library(), f"ctr_dice_bwd_{sfx}")(
+        native.check(getattr(native.library(), f"ctr_dice_bwd_{sfx}")(
             N, H, x.data_ptr(), alpha.data_ptr(), p.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr(), ctx.eps,
-            g.data_ptr(), dx.data_ptr(), dalpha.data_ptr()))
+            g.data_ptr(), dx.data_ptr(), dalpha.data_ptr()), "Dice")
         return dx, dalpha, None, None

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ctrbench.data.schema import Vocab
 from ctrbench.errors import ConfigError
 from ctrbench.models.base import CTRModel
-from ctrbench.nn.activations import Dice, PReLU
+from ctrbench.nn.activations import PReLU
 from ctrbench.train.regularizers import Regularizer
 
 log = logging.getLogger("ctrbench")
@@ -99,12 +99,11 @@ def resolve_native_recurrence(setting, model: CTRModel, device) -> bool:
     return _resolve_native(setting, "native_recurrence", "recurrences", model.has_recurrence, device)
 
 
-def resolve_native_dice(setting, model: torch.nn.Module, device, compiled: bool) -> bool:
+def resolve_native_dice(setting, has_dice: bool, device, compiled: bool) -> bool:
     """``trainer.native_dice``: whether the model's Dice activations run in training in
     ``nn/csrc/dice.c`` (rows without a mask; the rest as torch ops). ``auto``, ``true``, ``false``
     as ``trainer.native_recurrence``; a model without Dice, or a compiled one (torch.compile does not
     trace the native call), False whatever the setting."""
-    has_dice = any(isinstance(m, Dice) for m in model.modules())
     return _resolve_native(setting, "native_dice", "Dice activations", has_dice and not compiled, device)
 
 

@@ -155,13 +155,14 @@ class Trainer:
         # DIEN's recurrences as native loops in training (nn/csrc/gru_scan.c)
         self.native_recurrence = resolve_native_recurrence(t.get("native_recurrence", "auto"), self.model, self.device)
         # Dice in training as one native call forward and one backward (nn/csrc/dice.c)
-        self.native_dice = resolve_native_dice(t.get("native_dice", "auto"), self.model, self.device, self.compiled)
+        self.dice_modules = [m for m in self.model.modules() if isinstance(m, Dice)]
+        self.native_dice = resolve_native_dice(t.get("native_dice", "auto"), bool(self.dice_modules), self.device, self.compiled)
+        for module in self.dice_modules:
+            module.native = self.native_dice
         for module in self.model.modules():
             if isinstance(module, CTRModel):
                 module.pack_histories = self.pack_histories
                 module.native_recurrence = self.native_recurrence
-            if isinstance(module, Dice):
-                module.native = self.native_dice
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
@@ -626,7 +627,7 @@ class Trainer:
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)
             "recurrence": ("native" if self.native_recurrence else "torch") if self.model.has_recurrence else None,
             # trainer.native_dice: how the Dice activations ran in training (same values; rounding only), null without Dice
-            "dice": ("native" if self.native_dice else "torch") if any(isinstance(m, Dice) for m in self.model.modules()) else None,
+            "dice": ("native" if self.native_dice else "torch") if self.dice_modules else None,
             "eval_positions": self.eval_positions,  # the cap on rows x longest history of those batches (auto on CPU), or null
             "variant": {
                 **self.model.variant(),

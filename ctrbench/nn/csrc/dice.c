@@ -6,8 +6,10 @@
        out = p x + (1 - p) alpha x = x (alpha + (1 - alpha) p)
 
    Why native: composed of torch ops, a Dice layer is ~10 ops forward and ~20 backward, each 5-30 us
-   at the batch-32 shapes of the papers' tables whatever its size: ~300-600 us a layer, about 45%
-   of a DIN-with-Dice training step. Compiled with gru_scan.c into one library (native.py). */
+   at the batch-32 shapes of the papers' tables whatever its size: ~300-600 us a layer (measured
+   alone), so the four layers of a DIN-with-Dice step were an estimated ~45% of it; with these two
+   calls the din_table3 row trained 1.18x faster in an in-process A/B (docs/performance.md).
+   Compiled with gru_scan.c into one library (native.py). */
 
 #include <math.h>
 #include <stdint.h>
