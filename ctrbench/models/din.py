@@ -33,6 +33,7 @@ class DIN(CTRModel):
     # batch's [positions, 80] activations near the size of a core's L2 (docs/performance.md)
     eval_rows_cpu = 384
     eval_positions_cpu = 8192
+    packed_head = True
 
     def __init__(
         self,
@@ -57,17 +58,26 @@ class DIN(CTRModel):
     def forward(self, batch: Batch) -> ModelOutput:
         packed = packed_history(batch, self.pack_histories and self.attention.inputs == "qk_diff_prod")
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
-            pos, row = packed.pos, packed.row
             e_t, e_p = self.emb.target_and_packed_history(batch, packed)  # [B, D], [P, D]
-            w = self.attention.forward_packed(e_t, e_p, row, pos, batch.hist_mask.shape)  # [P], Eq. (3)
-            v_u = pool_rows(w.unsqueeze(1) * e_p, row, len(e_t))
-        else:
-            e_t = self.emb.target(batch)  # [B, D]
-            e_h = self.emb.history(batch)  # [B, L, D], zero at padding
-            w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
-            v_u = torch.einsum("bl,bld->bd", w, e_h)
+            L = batch.hist_mask.shape[1]
+            logits = self.packed_layers(self.attend_packed, e_t, e_p, packed.row, packed.pos, L, *self.emb.profile(batch))
+            return ModelOutput(logits=logits)
+        e_t = self.emb.target(batch)  # [B, D]
+        e_h = self.emb.history(batch)  # [B, L, D], zero at padding
+        w = self.attention(e_t, e_h, batch.hist_mask)  # [B, L], Eq. (3)
+        v_u = torch.einsum("bl,bld->bd", w, e_h)
         x = torch.cat([e_t, v_u, *self.emb.profile(batch)], dim=-1)
         return ModelOutput(logits=self.mlp(x).squeeze(-1))
+
+    def attend_packed(self, e_t: torch.Tensor, e_p: torch.Tensor, row: torch.Tensor, pos: torch.Tensor, L: int,
+                      *profile: torch.Tensor) -> torch.Tensor:
+        """The layers after the lookups of a packed batch: the candidates e_t [B, D], the real history
+        positions e_p [P, D] (samples ``row``, places ``pos`` of the [B, L] grid) -> logits [B].
+        ``forward``'s padded form up to float rounding; what ``trainer.compile_packed`` compiles."""
+        w = self.attention.forward_packed(e_t, e_p, row, pos, (len(e_t), L))  # [P], Eq. (3)
+        v_u = pool_rows(w.unsqueeze(1) * e_p, row, len(e_t))
+        x = torch.cat([e_t, v_u, *profile], dim=-1)
+        return self.mlp(x).squeeze(-1)
 
     def variant(self) -> dict:
         return {"attention_inputs": self.attention.inputs, "attention_softmax": self.attention.softmax}

@@ -44,7 +44,7 @@ from ctrbench.atomic import atomic_path, atomic_write_text
 from ctrbench.data.batches import Batcher, eval_max_len
 from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset
-from ctrbench.train.compiled import check_compile_available, compile_module
+from ctrbench.train.compiled import check_compile_available, compile_module, resolve_compile_packed
 from ctrbench.memory_budget import check_memory_budget
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
@@ -195,6 +195,12 @@ class Trainer:
         if max_steps is not None and max_steps > 0:
             self.total_steps = min(self.total_steps, int(max_steps))
         self.eval_every = int(t.eval_every) if t.eval_every else n_batches
+        # the layers after a packed batch's lookups under torch.compile, in long runs (compiled.py)
+        self.compile_packed = resolve_compile_packed(t.get("compile_packed", "auto"), self.model, self.pack_histories, self.compiled,
+                                                     self.device, self.total_steps)
+        for module in self.model.modules():
+            if isinstance(module, CTRModel):
+                module.compile_packed = self.compile_packed
         self.ckpt_path = self.run_dir / resume.BEST
         self.grad_clip = self.grad_clip_value()
         self.progress = Progress()
@@ -624,6 +630,7 @@ class Trainer:
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
             "optimizer_step": "flat" if self.flat is not None else "torch",  # trainer.flat_sgd (same updates; rounding only)
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
+            "compile_packed": self.compile_packed,  # trainer.compile_packed: the packed layers under torch.compile (rounding only)
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)
             "recurrence": ("native" if self.native_recurrence else "torch") if self.model.has_recurrence else None,
             # trainer.native_dice: how the Dice activations ran in training (same values; rounding only), null without Dice
