@@ -117,11 +117,15 @@ def test_large_dense_tables_and_row_wise_tables_keep_their_own_gradients(monkeyp
     dense = [p.grad.clone() for p in model.parameters()]
     expected = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in dense]))
     assert float(stepper.clip_grad_norm_(0.1)) == pytest.approx(float(expected), rel=1e-12)
-    for p, g in zip(model.parameters(), dense):
-        torch.testing.assert_close(p.grad, g * (0.1 / (expected + 1e-6)), rtol=1e-12, atol=1e-15)
-    before = model.items.weight.detach().clone()
+    coef = 0.1 / (float(expected) + 1e-6)
+    assert stepper.clip_coef == pytest.approx(coef, rel=1e-12)
+    for p, g in zip(model.parameters(), dense):  # the factor goes into the step, not into the gradients
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+    before = [p.detach().clone() for p in model.parameters()]
     stepper.step()
-    torch.testing.assert_close(model.items.weight, before - model.items.weight.grad)
+    for p, b, g in zip(model.parameters(), before, dense):
+        torch.testing.assert_close(p.detach(), b - coef * g, rtol=1e-12, atol=1e-15)
+    assert stepper.clip_coef == 1.0  # the next step is unclipped unless clip_grad_norm_ says otherwise
     stepper.zero_grad()
     assert model.items.weight.grad is None
 

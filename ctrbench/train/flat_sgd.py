@@ -10,17 +10,19 @@ gradient with its own op: with ~20 parameters that is ~60 small ops and ~15% of 
 Here the dense-gradient parameters of each param group share one storage, and their gradients
 another: every parameter and its ``.grad`` are views into them, which the backward pass accumulates
 into in place (``AccumulateGrad`` adds into a defined gradient; into zeros that is exact). Zeroing,
-measuring, scaling and updating are then one op each per group:
+measuring and updating are then one op each per group, and the clipping factor is folded into
+the update instead of scaling every gradient first:
 
     zero:    G <- 0                                       (instead of setting every .grad to None)
-    clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6));  G <- c G
-    update:  W <- W - lr G                                (torch's SGD update over the flat parameter W)
+    clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6))
+    update:  W <- W - (lr c) G                            (c = 1 without clipping: torch's SGD update)
 
-The clipping is ``sparse_grads.clip_grad_norm_`` (torch's formula, in one ``_foreach_norm`` and one
-``_foreach_mul_``) and the update torch's ``SGD.step`` (``FlatSGD`` is a ``torch.optim.SGD``).
-Embedding tables with row-wise (sparse) gradients (``sparse_grads.py``) or of ``MIN_OWN_TABLE``
-weights or more keep their own gradients. The updates are torch's up to float rounding: the global
-norm sums the same squares in another order. Only plain SGD (no momentum, no weight decay, not
+The norm is ``sparse_grads.grad_norm`` (torch's formula, in one ``_foreach_norm``); ``FlatSGD`` is a
+``torch.optim.SGD`` whose ``step`` is that update. Embedding tables with row-wise (sparse) gradients
+(``sparse_grads.py``) or of ``MIN_OWN_TABLE`` weights or more keep their own gradients (and one
+norm and one update op each). The updates are torch's up to float rounding: the global norm sums
+the same squares in another order, and a clipped step multiplies lr by c rather than the gradient
+by c; a step that clipping leaves alone (c = 1) is torch's exactly. Only plain SGD (no momentum, no weight decay, not
 ``maximize``), on one process, uncompiled, without fp16 loss scaling; ``trainer.flat_sgd``:
 ``auto`` (exactly then), ``false`` (torch's optimizer step and clipping).
 """
@@ -56,7 +58,8 @@ class FlatSGD(torch.optim.SGD):
     """Plain SGD over flat buffers (see the module docstring), built from a plain ``optimizer``
     (``resolve`` says when): the same param groups and settings, whose dense parameters become one
     flat parameter per group (and dtype and device). Its state dict, learning rates (which a
-    scheduler changes between steps), hooks and ``step`` are torch's SGD's; ``zero_grad`` zeroes the
+    scheduler changes between steps) and hooks are torch's SGD's, its ``step`` plain SGD with the
+    clipping factor folded in (see the module docstring); ``zero_grad`` zeroes the
     flat gradients in place (dropping them, as ``set_to_none`` does, would drop the buffers the
     model's gradients are views of).
 
@@ -81,16 +84,40 @@ class FlatSGD(torch.optim.SGD):
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": flat + rows})
         super().__init__(groups)
 
+        self.clip_coef = 1.0  # the factor clip_grad_norm_ found, which the next step applies
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.flat:
             p.grad.zero_()
         for p in self.tables:
             p.grad = None
+        self.clip_coef = 1.0
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
-        """``sparse_grads.clip_grad_norm_`` over the flat parameters and the tables outside them:
-        returns the global norm and scales every gradient to it."""
-        return sparse_grads.clip_grad_norm_([*self.flat, *self.tables], max_norm)
+        """The global norm of the flat parameters' and the tables' gradients, as torch's
+        ``clip_grad_norm_`` measures it (``sparse_grads.grad_norm``); returns it. Its factor
+        c = min(1, max_norm / (norm + 1e-6)) is applied by the next ``step`` rather than to the
+        gradients, which are left as they are."""
+        total, _ = sparse_grads.grad_norm([*self.flat, *self.tables])
+        self.clip_coef = min(1.0, max_norm / (float(total) + 1e-6))
+        return total
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Plain SGD with the clipping factor c of ``clip_grad_norm_`` (1 without clipping): W <- W -
+        (lr c) g, one op per flat buffer and per table (torch's clip would first scale every gradient
+        by c, one more pass over each). Without clipping, or when c = 1, exactly torch's SGD update."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            alpha = -float(group["lr"]) * self.clip_coef
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=alpha)
+        self.clip_coef = 1.0
+        return loss
 
 
 def _flatten(params: list[nn.Parameter]) -> nn.Parameter:

@@ -79,14 +79,12 @@ def use_row_gradients(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` (2-norm) for gradients that may be sparse.
-
-    The total norm is the 2-norm of the per-parameter norms, in parameter order; a sparse gradient
-    is coalesced first (repeated rows summed), so its norm is that of the dense gradient it stands
-    for. Every gradient (a sparse one's values, in place) is then scaled by
-    min(1, max_norm / (total + 1e-6)), as torch does: one ``_foreach`` op measures them all, one
-    scales them. Returns the total norm (a 0-d tensor)."""
+def grad_norm(parameters: Iterable[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The global 2-norm of the gradients of ``parameters`` (``torch.nn.utils.clip_grad_norm_``'s),
+    for gradients that may be sparse, and the gradient tensors it measured. The total is the 2-norm
+    of the per-parameter norms, in parameter order; a sparse gradient is coalesced first (repeated
+    rows summed, in place of ``p.grad``), so its norm is that of the dense gradient it stands for, and
+    its values are what is listed. One ``_foreach`` op measures them all."""
     grads = []
     for p in parameters:
         if p.grad is None:
@@ -97,8 +95,17 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float) -> torc
         else:
             grads.append(p.grad)
     if not grads:
-        return torch.tensor(0.0)
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef)
+        return torch.tensor(0.0), grads
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0), grads
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` (2-norm) for gradients that may be sparse: the total norm
+    (``grad_norm``), then every gradient (a sparse one's values, in place) scaled by
+    min(1, max_norm / (total + 1e-6)), as torch does, in one ``_foreach`` op. Returns the total norm
+    (a 0-d tensor)."""
+    total, grads = grad_norm(parameters)
+    if grads:
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
     return total
