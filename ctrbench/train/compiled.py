@@ -32,9 +32,9 @@ log = logging.getLogger("ctrbench")
 CXX_COMPILERS = ("g++", "c++", "clang++")
 
 # trainer.compile_packed=auto compiles a run's packed layers when it plans at least this many steps:
-# the compilation takes ~14 s on these 2-core machines (a few seconds from inductor's on-disk cache) and then
-# saves ~0.45 ms a DIN step at batch 32 (2,024 against 2,683 us), so it pays back after ~30,000 steps
-# from a cold cache; shorter runs (tests, smoke runs) stay eager. An Electronics epoch is ~69,500 steps.
+# the compilation takes ~14 s on these 2-core machines (a few seconds from inductor's on-disk cache)
+# and then saves ~0.45 ms a DIN step at batch 32, so it pays back after ~30,000 steps from a cold
+# cache; shorter runs (tests, smoke runs) stay eager. An Electronics epoch is ~69,500 steps.
 COMPILE_PACKED_MIN_STEPS = 50_000
 
 

@@ -22,9 +22,9 @@ The norm is ``sparse_grads.grad_norm`` (torch's formula, in one ``_foreach_norm`
 (``sparse_grads.py``) or of ``MIN_OWN_TABLE`` weights or more keep their own gradients (and one
 norm and one update op each). The updates are torch's up to float rounding: the global norm sums
 the same squares in another order, and a clipped step multiplies lr by c rather than the gradient
-by c; a step that clipping leaves alone (c = 1) is torch's exactly. Only plain SGD (no momentum, no weight decay, not
-``maximize``), on one process, uncompiled, without fp16 loss scaling; ``trainer.flat_sgd``:
-``auto`` (exactly then), ``false`` (torch's optimizer step and clipping).
+by c; a step that clipping leaves alone (c = 1) is torch's exactly. Only plain SGD (no momentum,
+no weight decay, not ``maximize``), on one process, uncompiled, without fp16 loss scaling;
+``trainer.flat_sgd``: ``auto`` (exactly then), ``false`` (torch's optimizer step and clipping).
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ class FlatSGD(torch.optim.SGD):
             self.tables += rows
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": flat + rows})
         super().__init__(groups)
-
         self.clip_coef = 1.0  # the factor clip_grad_norm_ found, which the next step applies
 
     def zero_grad(self, set_to_none: bool = True) -> None:
