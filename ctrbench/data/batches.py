@@ -172,24 +172,28 @@ class Batcher:
             yield idx, self.gather(idx, generator=gen)
 
     def gather(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
-        """The Batch of the samples ``idx`` (any order, any size); ``generator`` draws the negative
+        """The Batch of the samples ``idx`` (integer indices, any order, any size); ``generator`` draws the negative
         behaviours when they are asked for (torch's global generator when None)."""
-        hist_len = self.hist_len[idx]
+        # index_select rather than t[idx]: the same gathers, 3x faster on CPU for the [B, L] grid of a
+        # group of training batches (advanced indexing goes through a general N-d kernel)
+        idx = torch.as_tensor(idx, dtype=torch.int64)
+        hist_len = self.hist_len.index_select(0, idx)
         L = max(int(hist_len.max()), 1) if len(idx) else 1
         j = torch.arange(L)
         mask = j[None, :] < hist_len[:, None]
-        pos = torch.where(mask, self.hist_start[idx][:, None] + j[None, :], self._pad)
-        hist_item = self._s_item[pos]
+        pos = torch.where(mask, self.hist_start.index_select(0, idx)[:, None] + j[None, :], self._pad)
+        flat = pos.reshape(-1)
+        hist_item = self._s_item.index_select(0, flat).view_as(pos)
         neg_item = neg_cate = None
         if self.negative_history:
             neg_item, neg_cate = self.negative_behaviours(hist_item, mask, generator)
         return Batch(
-            user=self.user[idx],
-            item=self.item[idx],
-            cate=self.cate[idx],
-            label=self.label[idx],
+            user=self.user.index_select(0, idx),
+            item=self.item.index_select(0, idx),
+            cate=self.cate.index_select(0, idx),
+            label=self.label.index_select(0, idx),
             hist_item=hist_item,
-            hist_cate=self._s_cate[pos],
+            hist_cate=self._s_cate.index_select(0, flat).view_as(pos),
             hist_mask=mask,
             hist_len=hist_len,
             neg_hist_item=neg_item,

@@ -165,7 +165,7 @@ def packed_history(batch: Batch, enabled: bool = True) -> PackedHistory | None:
     if packed is None:
         return None
     pos, row = packed
-    return PackedHistory(pos, row, batch.hist_item.reshape(-1)[pos], batch.hist_cate.reshape(-1)[pos])
+    return PackedHistory(pos, row, batch.hist_item.reshape(-1).index_select(0, pos), batch.hist_cate.reshape(-1).index_select(0, pos))
 
 
 def pool_rows(x: torch.Tensor, row: torch.Tensor, n_rows: int) -> torch.Tensor:
