@@ -50,20 +50,25 @@ def test_without_a_cxx_compiler_auto_warns_and_true_is_a_clear_error(monkeypatch
         resolve_compile_packed("true", _Head(), True, False, CPU, 1)
 
 
-def _din(tiny_dataset, tmp_path, name: str, compile_: bool):
+def _trainer(tiny_dataset, tmp_path, name: str, compile_: bool, model: str = "din"):
     torch.manual_seed(0)
-    return fast_trainer(tiny_dataset, tmp_path / name, "model=din", "trainer.bucket=0", "trainer.pack_histories=true",
+    return fast_trainer(tiny_dataset, tmp_path / name, f"model={model}", "trainer.bucket=0", "trainer.pack_histories=true",
                         f"trainer.compile_packed={str(compile_).lower()}", "optim=sgd", "optim.lr=0.5")
 
 
-def test_compiled_packed_layers_train_like_eager(tiny_dataset, tmp_path):
+def _din(tiny_dataset, tmp_path, name: str, compile_: bool):
+    return _trainer(tiny_dataset, tmp_path, name, compile_)
+
+
+@pytest.mark.parametrize("model, layers", [("din", "attend_packed"), ("deepfm", "combine_packed"), ("pnn", "combine_packed")])
+def test_compiled_packed_layers_train_like_eager(tiny_dataset, tmp_path, model, layers):
     """The same initial weights and batches: losses and weights after 5 steps agree up to float
     rounding (inductor fuses and reorders sums), over packed batches of different sizes (one graph
     with symbolic sizes); evaluation runs the eager layers, so its predictions are the eager model's."""
     from ctrbench.train.evaluate import predict
 
-    eager = _din(tiny_dataset, tmp_path, "eager", False)
-    comp = _din(tiny_dataset, tmp_path, "compiled", True)
+    eager = _trainer(tiny_dataset, tmp_path, "eager", False, model)
+    comp = _trainer(tiny_dataset, tmp_path, "compiled", True, model)
     comp.model.load_state_dict(eager.model.state_dict())
     assert comp.compile_packed and comp.model.compile_packed and not eager.model.compile_packed
     batches = [b for _, (_, b) in zip(range(5), eager.train_batches)]
@@ -81,8 +86,8 @@ def test_compiled_packed_layers_train_like_eager(tiny_dataset, tmp_path):
             assert eager.train_step(b) == pytest.approx(comp.train_step(b), abs=1e-5)
     finally:
         models_base.CTRModel.packed_layers = real
-    assert calls and set(calls) == {"attend_packed"}  # the packed path ran
-    assert models_base._COMPILED  # and its layers were compiled
+    assert calls and set(calls) == {layers}  # the packed path ran
+    assert getattr(type(comp.model), layers) in models_base._COMPILED  # and its layers were compiled
     for (name, p), q in zip(eager.model.named_parameters(), comp.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5), name
     comp.model.load_state_dict(eager.model.state_dict())

@@ -38,7 +38,7 @@ class CTRModel(nn.Module):
     set per run by the trainer from ``trainer.native_recurrence``; off for a model built alone.
 
     ``packed_head``: whether the model runs the layers after its lookups on a packed batch through
-    ``packed_layers`` (DIN); ``compile_packed``: whether ``packed_layers`` puts them under
+    ``packed_layers`` (DIN, DeepFM, PNN); ``compile_packed``: whether ``packed_layers`` puts them under
     torch.compile in training, set per run by the trainer from ``trainer.compile_packed``; off for a
     model built alone."""
 

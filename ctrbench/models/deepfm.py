@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from ctrbench.data.schema import Batch, Vocab
 from ctrbench.models.base import CTRModel, ModelOutput
 from ctrbench.models.fields import FieldEmbeddings, FirstOrder
@@ -19,6 +21,8 @@ from ctrbench.nn.layers import MLP, packed_history
 
 
 class DeepFM(CTRModel):
+    packed_head = True
+
     def __init__(
         self,
         vocab: Vocab,
@@ -34,6 +38,18 @@ class DeepFM(CTRModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         packed = packed_history(batch, self.pack_histories)  # one for the fields and the first-order part
-        f = self.fields(batch, packed)
-        logit = self.linear(batch, packed) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
+        if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
+            e_t, e_p, profile = self.fields.lookup_packed(batch, packed)
+            w_t, w_p = self.linear.lookup_packed(batch, packed)
+            return ModelOutput(logits=self.packed_layers(self.combine_packed, e_t, e_p, w_t, w_p, packed.row, batch.hist_len, *profile))
+        f = self.fields(batch)
+        logit = self.linear(batch) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
         return ModelOutput(logits=logit)
+
+    def combine_packed(self, e_t: torch.Tensor, e_p: torch.Tensor, w_t: torch.Tensor, w_p: torch.Tensor, row: torch.Tensor,
+                       hist_len: torch.Tensor, *profile: torch.Tensor) -> torch.Tensor:
+        """The layers after the lookups of a packed batch (``FieldEmbeddings.lookup_packed`` and
+        ``FirstOrder.lookup_packed``'s outputs) -> logits [B]: first order + FM + MLP, as ``forward``;
+        what ``trainer.compile_packed`` compiles."""
+        f = self.fields.pool_packed(e_t, e_p, list(profile), row)
+        return self.linear.pool_packed(w_t, w_p, row, hist_len) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)

@@ -24,10 +24,7 @@ class FieldEmbeddings(nn.Module):
         if isinstance(packed, bool):
             packed = packed_history(batch, packed)
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
-            e_t, e_p = self.emb.target_and_packed_history(batch, packed)  # [item; cate], one lookup per table
-            pooled = pool_rows(e_p, packed.row, len(e_t))
-            d = self.emb.dim
-            f = [e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *self.emb.profile(batch)]
+            return self.pool_packed(*self.lookup_packed(batch, packed), packed.row)
         else:
             m = batch.hist_mask
             f = [
@@ -38,6 +35,18 @@ class FieldEmbeddings(nn.Module):
                 *self.emb.profile(batch),
             ]
         return torch.stack(f, dim=1)
+
+    def lookup_packed(self, batch: Batch, packed: PackedHistory) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """A packed batch's lookups: the targets' [item; cate] [B, 2 dim], the real history positions'
+        [P, 2 dim] (one lookup per table) and the profile fields ([user] [B, dim], or none)."""
+        e_t, e_p = self.emb.target_and_packed_history(batch, packed)
+        return e_t, e_p, self.emb.profile(batch)
+
+    def pool_packed(self, e_t: torch.Tensor, e_p: torch.Tensor, profile: list[torch.Tensor], row: torch.Tensor) -> torch.Tensor:
+        """``lookup_packed``'s outputs -> the fields [B, n_fields, dim], the history sum-pooled."""
+        pooled = pool_rows(e_p, row, len(e_t))
+        d = self.emb.dim
+        return torch.stack([e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *profile], dim=1)
 
 
 class FirstOrder(nn.Module):
@@ -59,13 +68,24 @@ class FirstOrder(nn.Module):
     def forward(self, batch: Batch, packed: PackedHistory | None = None) -> torch.Tensor:
         """[B]; ``packed``: the batch's ``packed_history`` (nn/layers.py), to look up and pool the
         history's real positions only (the same values up to rounding), or None (the padded grid)."""
-        z = self.bias + self.item(batch.item).squeeze(-1) + self.cate(batch.cate).squeeze(-1)
         if packed is not None:
-            hist = self.h_item(packed.item) + self.h_cate(packed.cate)  # [P, 1]
-            z = z + mean_rows(hist, packed.row, batch.hist_len).squeeze(-1)
-        else:
-            hist = self.h_item(batch.hist_item) + self.h_cate(batch.hist_cate)
-            z = z + masked_pool(hist, batch.hist_mask, "mean").squeeze(-1)
+            return self.pool_packed(*self.lookup_packed(batch, packed), packed.row, batch.hist_len)
+        z = self.bias + self.item(batch.item).squeeze(-1) + self.cate(batch.cate).squeeze(-1)
+        hist = self.h_item(batch.hist_item) + self.h_cate(batch.hist_cate)
+        z = z + masked_pool(hist, batch.hist_mask, "mean").squeeze(-1)
         if self.user is not None:
             z = z + self.user(batch.user).squeeze(-1)
         return z
+
+    def lookup_packed(self, batch: Batch, packed: PackedHistory) -> tuple[torch.Tensor, torch.Tensor]:
+        """A packed batch's lookups: the targets' weights, item + category (+ user) [B, 1], and the
+        real history positions' item + category weights [P, 1]."""
+        target = self.item(batch.item) + self.cate(batch.cate)
+        if self.user is not None:
+            target = target + self.user(batch.user)
+        return target, self.h_item(packed.item) + self.h_cate(packed.cate)
+
+    def pool_packed(self, target: torch.Tensor, hist: torch.Tensor, row: torch.Tensor, hist_len: torch.Tensor) -> torch.Tensor:
+        """``lookup_packed``'s outputs -> the first-order logit [B]: bias + the targets' weights + the
+        mean of the history's over its real positions."""
+        return self.bias + (target + mean_rows(hist, row, hist_len)).squeeze(-1)

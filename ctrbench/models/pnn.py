@@ -22,6 +22,8 @@ PRODUCTS = ("inner", "outer", "both")
 
 
 class PNN(CTRModel):
+    packed_head = True
+
     def __init__(
         self,
         vocab: Vocab,
@@ -42,13 +44,25 @@ class PNN(CTRModel):
         self.mlp = MLP(n * d + width, list(mlp), act)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        f = self.fields(batch, packed_history(batch, self.pack_histories))
+        packed = packed_history(batch, self.pack_histories)
+        if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
+            e_t, e_p, profile = self.fields.lookup_packed(batch, packed)
+            return ModelOutput(logits=self.packed_layers(self.combine_packed, e_t, e_p, packed.row, *profile))
+        return ModelOutput(logits=self.products_mlp(self.fields(batch)))
+
+    def combine_packed(self, e_t: torch.Tensor, e_p: torch.Tensor, row: torch.Tensor, *profile: torch.Tensor) -> torch.Tensor:
+        """The layers after the lookups of a packed batch (``FieldEmbeddings.lookup_packed``'s outputs)
+        -> logits [B]; what ``trainer.compile_packed`` compiles."""
+        return self.products_mlp(self.fields.pool_packed(e_t, e_p, list(profile), row))
+
+    def products_mlp(self, f: torch.Tensor) -> torch.Tensor:
+        """The fields [B, n, d] -> logits [B]: the product layer and the MLP."""
         parts = [f.flatten(1)]
         if self.product in ("inner", "both"):
             parts.append(inner_products(f))
         if self.product in ("outer", "both"):
             parts.append(outer_products(f))
-        return ModelOutput(logits=self.mlp(torch.cat(parts, dim=-1)).squeeze(-1))
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
 
     def variant(self) -> dict:
         return {"product": self.product}

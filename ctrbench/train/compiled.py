@@ -53,7 +53,7 @@ def compile_module(module: nn.Module) -> nn.Module:
 
 
 def resolve_compile_packed(setting, model, pack_histories: bool, compiled: bool, device: torch.device, total_steps: int) -> bool:
-    """``trainer.compile_packed``: whether a model with packed layers (``CTRModel.packed_head``: DIN)
+    """``trainer.compile_packed``: whether a model with packed layers (``CTRModel.packed_head``: DIN, DeepFM, PNN)
     runs them under torch.compile in training on packed batches (``trainer.pack_histories``: CPU,
     uniformly shuffled batches, the papers' table setups), the lookups and their row-wise gradients
     staying eager. ``auto``: when the run trains at least ``COMPILE_PACKED_MIN_STEPS`` steps and a
