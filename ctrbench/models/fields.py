@@ -25,15 +25,14 @@ class FieldEmbeddings(nn.Module):
             packed = packed_history(batch, packed)
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
             return self.pool_packed(*self.lookup_packed(batch, packed), packed.row)
-        else:
-            m = batch.hist_mask
-            f = [
-                self.emb.item(batch.item),
-                self.emb.cate(batch.cate),
-                masked_pool(self.emb.item(batch.hist_item), m, "sum"),
-                masked_pool(self.emb.cate(batch.hist_cate), m, "sum"),
-                *self.emb.profile(batch),
-            ]
+        m = batch.hist_mask
+        f = [
+            self.emb.item(batch.item),
+            self.emb.cate(batch.cate),
+            masked_pool(self.emb.item(batch.hist_item), m, "sum"),
+            masked_pool(self.emb.cate(batch.hist_cate), m, "sum"),
+            *self.emb.profile(batch),
+        ]
         return torch.stack(f, dim=1)
 
     def lookup_packed(self, batch: Batch, packed: PackedHistory) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

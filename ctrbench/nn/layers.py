@@ -165,7 +165,8 @@ def packed_history(batch: Batch, enabled: bool = True) -> PackedHistory | None:
     if packed is None:
         return None
     pos, row = packed
-    return PackedHistory(pos, row, batch.hist_item.reshape(-1).index_select(0, pos), batch.hist_cate.reshape(-1).index_select(0, pos))
+    item, cate = (ids.reshape(-1).index_select(0, pos) for ids in (batch.hist_item, batch.hist_cate))
+    return PackedHistory(pos, row, item, cate)
 
 
 def pool_rows(x: torch.Tensor, row: torch.Tensor, n_rows: int) -> torch.Tensor:
