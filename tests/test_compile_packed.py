@@ -56,10 +56,6 @@ def _trainer(tiny_dataset, tmp_path, name: str, compile_: bool, model: str = "di
                         f"trainer.compile_packed={str(compile_).lower()}", "optim=sgd", "optim.lr=0.5")
 
 
-def _din(tiny_dataset, tmp_path, name: str, compile_: bool):
-    return _trainer(tiny_dataset, tmp_path, name, compile_)
-
-
 @pytest.mark.parametrize("model, layers", [("din", "attend_packed"), ("deepfm", "combine_packed"), ("pnn", "combine_packed")])
 def test_compiled_packed_layers_train_like_eager(tiny_dataset, tmp_path, model, layers):
     """The same initial weights and batches: losses and weights after 5 steps agree up to float
@@ -99,7 +95,7 @@ def test_compiled_packed_layers_train_like_eager(tiny_dataset, tmp_path, model, 
 def test_copies_of_a_compiled_model_hold_nothing_compiled(tiny_dataset, tmp_path):
     import copy
 
-    t = _din(tiny_dataset, tmp_path, "copy", True)
+    t = _trainer(tiny_dataset, tmp_path, "copy", True)
     t.train_step(next(iter(t.train_batches))[1])
     clone = copy.deepcopy(t.model)  # what export does with a model
     assert not any(callable(v) and "compile" in type(v).__name__.lower() for v in vars(clone).values())

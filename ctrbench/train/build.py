@@ -108,9 +108,7 @@ def resolve_native_dice(setting, has_dice: bool, device, compiled: bool) -> bool
 
 
 def _resolve_native(setting, key: str, what: str, applies: bool, device) -> bool:
-    value = str(setting).lower() if setting is not None else "auto"
-    if value not in ("auto", "true", "false"):
-        raise ConfigError(f"trainer.{key}={setting!r} is invalid: expected auto, true or false")
+    value = auto_setting(setting, key)
     if value == "false" or not applies:
         return False
     from ctrbench.nn import native
@@ -121,9 +119,25 @@ def _resolve_native(setting, key: str, what: str, applies: bool, device) -> bool
         why = f"the native {what} could not be built: {native.unavailable_reason()}"
     else:
         return True
+    return unavailable(value, key, why, f"the {what} run as torch ops")
+
+
+def auto_setting(setting, key: str) -> str:
+    """A ``trainer.<key>`` setting of ``auto``, ``true`` or ``false`` (null: auto), lower-cased; a
+    one-line error for anything else."""
+    value = str(setting).lower() if setting is not None else "auto"
+    if value not in ("auto", "true", "false"):
+        raise ConfigError(f"trainer.{key}={setting!r} is invalid: expected auto, true or false")
+    return value
+
+
+def unavailable(value: str, key: str, why: str, fallback: str, advice: str = "use auto or false") -> bool:
+    """False, for a ``trainer.<key>`` (``auto_setting``'s ``value``) that applies but cannot be had
+    for reason ``why``: with ``true`` a one-line error ending in ``advice``, with ``auto`` a warning
+    naming the ``fallback`` that runs instead."""
     if value == "true":
-        raise ConfigError(f"trainer.{key}=true: {why}; use auto or false")
-    log.warning(f"{why}; the {what} run as torch ops (trainer.{key}=auto)")
+        raise ConfigError(f"trainer.{key}=true: {why}; {advice}")
+    log.warning(f"{why}; {fallback} (trainer.{key}=auto)")
     return False
 
 

@@ -19,15 +19,13 @@ option, off by default: it pays off over runs of several epochs, not over one sh
 
 from __future__ import annotations
 
-import logging
 import shutil
 
 import torch
 from torch import nn
 
 from ctrbench.errors import ConfigError
-
-log = logging.getLogger("ctrbench")
+from ctrbench.train.build import auto_setting, unavailable
 
 CXX_COMPILERS = ("g++", "c++", "clang++")
 
@@ -53,26 +51,19 @@ def compile_module(module: nn.Module) -> nn.Module:
 
 
 def resolve_compile_packed(setting, model, pack_histories: bool, compiled: bool, device: torch.device, total_steps: int) -> bool:
-    """``trainer.compile_packed``: whether a model with packed layers (``CTRModel.packed_head``: DIN, DeepFM, PNN)
-    runs them under torch.compile in training on packed batches (``trainer.pack_histories``: CPU,
+    """``trainer.compile_packed``: whether a model with packed layers (``CTRModel.packed_head``: DIN,
+    DeepFM, PNN) runs them under torch.compile in training on packed batches (``trainer.pack_histories``: CPU,
     uniformly shuffled batches, the papers' table setups), the lookups and their row-wise gradients
     staying eager. ``auto``: when the run trains at least ``COMPILE_PACKED_MIN_STEPS`` steps and a
     C++ compiler is on PATH (else a warning, and eager); ``true``: whenever it applies (a one-line
     error without a C++ compiler); ``false``: eager. A model without packed layers, a run that does
     not pack, or one under ``device.compile=true`` (the whole model compiled): False."""
-    value = str(setting).lower() if setting is not None else "auto"
-    if value not in ("auto", "true", "false"):
-        raise ConfigError(f"trainer.compile_packed={setting!r} is invalid: expected auto, true or false")
-    heads = any(getattr(m, "packed_head", False) for m in model.modules())  # (a model's parts included)
-    applies = heads and pack_histories and not compiled and device.type == "cpu"
-    if value == "false" or not applies:
-        return False
-    if value == "auto" and total_steps < COMPILE_PACKED_MIN_STEPS:
+    value = auto_setting(setting, "compile_packed")
+    applies = getattr(model, "packed_head", False) and pack_histories and not compiled and device.type == "cpu"
+    if value == "false" or not applies or (value == "auto" and total_steps < COMPILE_PACKED_MIN_STEPS):
         return False
     if not any(shutil.which(c) for c in CXX_COMPILERS):
-        why = f"trainer.compile_packed needs a C++ compiler for torch.compile's inductor backend (none of {', '.join(CXX_COMPILERS)} is on PATH)"
-        if value == "true":
-            raise ConfigError(f"{why}: install one (e.g. g++), or set trainer.compile_packed=false")
-        log.warning(f"{why}; the packed layers run eager (trainer.compile_packed=auto)")
-        return False
+        why = f"torch.compile's inductor backend needs a C++ compiler (none of {', '.join(CXX_COMPILERS)} is on PATH)"
+        return unavailable(value, "compile_packed", why, "the packed layers run eager",
+                           "install one (e.g. g++), or set trainer.compile_packed=false")
     return True

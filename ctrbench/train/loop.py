@@ -159,10 +159,6 @@ class Trainer:
         self.native_dice = resolve_native_dice(t.get("native_dice", "auto"), bool(self.dice_modules), self.device, self.compiled)
         for module in self.dice_modules:
             module.native = self.native_dice
-        for module in self.model.modules():
-            if isinstance(module, CTRModel):
-                module.pack_histories = self.pack_histories
-                module.native_recurrence = self.native_recurrence
         # evaluation's worker threads (evaluate.predict); a compiled module is called from one thread
         self.eval_workers = 1 if self.compiled else int(t.get("eval_workers", 1))  # 0: one per torch thread
         max_len = int(cfg.dataset.max_len)
@@ -198,8 +194,10 @@ class Trainer:
         # the layers after a packed batch's lookups under torch.compile, in long runs (compiled.py)
         self.compile_packed = resolve_compile_packed(t.get("compile_packed", "auto"), self.model, self.pack_histories, self.compiled,
                                                      self.device, self.total_steps)
-        for module in self.model.modules():
+        for module in self.model.modules():  # the per-run switches of the model and of its parts (Wide&Deep's deep part)
             if isinstance(module, CTRModel):
+                module.pack_histories = self.pack_histories
+                module.native_recurrence = self.native_recurrence
                 module.compile_packed = self.compile_packed
         self.ckpt_path = self.run_dir / resume.BEST
         self.grad_clip = self.grad_clip_value()
