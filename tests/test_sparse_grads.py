@@ -60,8 +60,8 @@ def test_which_optimizers_get_row_gradients():
     assert not sparse_grads.resolve("auto", torch.optim.Adam(p), False, False)
     assert not sparse_grads.resolve("auto", torch.optim.SGD(p, lr=1.0), True, False)  # DDP
     assert not sparse_grads.resolve("auto", torch.optim.SGD(p, lr=1.0), False, True)  # compiled
-    with pytest.raises(ConfigError, match="trainer.sparse_embeddings=true cannot be used here: .*plain SGD"):
-        sparse_grads.resolve("true", torch.optim.Adam(p), False, False)
+    with pytest.raises(ConfigError, match="trainer.sparse_embeddings=true cannot be used here: .*plain SGD .* and Adam"):
+        sparse_grads.resolve("true", torch.optim.SGD(p, lr=1.0, momentum=0.9), False, False)
     with pytest.raises(ConfigError, match="trainer.sparse_embeddings='rows' is invalid"):
         sparse_grads.resolve("rows", torch.optim.SGD(p, lr=1.0), False, False)
 

@@ -1,5 +1,6 @@
-"""The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training):
-compiled once per machine into one library, loaded with ctypes.
+"""The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training;
+``csrc/adam_rows.c``: Adam on a table with a row-wise gradient): compiled once per machine into one
+library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
 compiler, a failed compile, a library that does not load). The sources are compiled with the system's
@@ -29,9 +30,10 @@ import tempfile
 from pathlib import Path
 
 _CSRC = Path(__file__).with_name("csrc")
-SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h"]  # the .c files are compiled
+SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h",
+           _CSRC / "adam_rows_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 6  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
+ABI = 7  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -148,5 +150,7 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_dice_bwd_{suffix}").argtypes = [i64, i64] + [vp] * 6 + [ctypes.c_double] + [vp] * 3
         getattr(lib, f"ctr_dice_fwd_{suffix}").restype = ctypes.c_int
         getattr(lib, f"ctr_dice_bwd_{suffix}").restype = ctypes.c_int
+        getattr(lib, f"ctr_adam_rows_{suffix}").argtypes = [i64, i64, vp, vp, vp, i64, vp, vp, vp, i64] + [ctypes.c_double] * 6
+        getattr(lib, f"ctr_adam_rows_{suffix}").restype = ctypes.c_int  # 0, or 2: an index outside the table
     _reason = None
     return lib

@@ -50,7 +50,7 @@ from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.nn.activations import Dice
 from ctrbench.train import checkpoint, resume
-from ctrbench.train import distributed, flat_sgd, sparse_grads
+from ctrbench.train import distributed, flat_sgd, row_adam, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.build import (act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_native_dice, resolve_native_recurrence,
@@ -144,8 +144,12 @@ class Trainer:
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
         # row-wise embedding gradients where they give the same updates (plain SGD): sparse_grads.py
-        self.sparse_embeddings = sparse_grads.resolve(t.get("sparse_embeddings", "auto"), self.optimizer, self.dist.enabled, self.compiled)
-        if self.sparse_embeddings:
+        self.sparse_embeddings = sparse_grads.resolve(t.get("sparse_embeddings", "auto"), self.optimizer, self.dist.enabled,
+                                                      self.compiled, self.device)
+        if self.sparse_embeddings and type(self.optimizer) is torch.optim.Adam:  # every row moves as with dense gradients (row_adam.py)
+            sparse_grads.use_row_gradients(self.model, row_adam.MIN_ROW_TABLE)
+            self.optimizer = row_adam.RowAdam(self.optimizer)
+        elif self.sparse_embeddings:
             sparse_grads.use_row_gradients(self.model)
         # plain SGD's zeroing, clipping and update as one op per buffer (flat_sgd.py)
         if flat_sgd.resolve(t.get("flat_sgd", "auto"), self.optimizer, self.dist.enabled, self.compiled, self.scaler is not None):
@@ -626,7 +630,8 @@ class Trainer:
             "threads_choice": threads_choice(),  # how: auto (idle cores), set, or the sweep's share of the cores
             "eval_batch_size": self.eval_batch_size,  # the rows actually used (trainer.eval_batch_size, or its auto choice)
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
-            "optimizer_step": "flat" if self.flat is not None else "torch",  # trainer.flat_sgd (same updates; rounding only)
+            # trainer.flat_sgd, and Adam's row-wise step (trainer.sparse_embeddings=true): same updates, rounding only
+            "optimizer_step": "flat" if self.flat is not None else ("row_adam" if isinstance(self.optimizer, row_adam.RowAdam) else "torch"),
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             "compile_packed": self.compile_packed,  # trainer.compile_packed: the packed layers under torch.compile (rounding only)
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)

@@ -10,13 +10,17 @@ a step's time. With ``nn.Embedding(sparse=True)`` the backward pass yields only 
 For plain SGD (no momentum, no weight decay) this changes no result beyond float rounding: a row
 whose gradient is zero does not move under SGD, and the global norm of a gradient does not count
 zero rows. The rows a batch repeats are summed by ``coalesce`` instead of by the dense backward's
-accumulation, which can round differently in the last bit. Optimizers with state (momentum, Adam)
-or weight decay move rows with zero gradient too, so they keep dense gradients (``optim=lazy_adam``
-is the row-wise Adam, with its own semantics).
+accumulation, which can round differently in the last bit. Adam moves rows with a zero gradient too
+(their moments decay, their momentum moves them): its tables go row-wise only with
+``row_adam.RowAdam``, whose native CPU step moves every row as torch's dense update does, and only
+on request (``true``; ``+experiment=dien_table2`` asks), so that the default run (Adam) keeps its
+numbers to the bit: where a model looks a table up more than once a step, the rows are summed in
+another order than the dense backward's. Other optimizers with state (momentum) or weight decay keep
+dense gradients (``optim=lazy_adam`` is the lazy row-wise Adam, with its own semantics).
 
-``trainer.sparse_embeddings``: ``auto`` (row-wise exactly when that gives the same updates, on one
-process), ``true`` (the same, refused with a one-line error where it would change the updates),
-``false`` (dense).
+``trainer.sparse_embeddings``: ``auto`` (row-wise for plain SGD, on one process), ``true`` (the
+same, and Adam with ``RowAdam``; refused with a one-line error where it would change the updates or
+cannot run), ``false`` (dense).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from ctrbench.errors import ConfigError
+from ctrbench.train import row_adam
 
 SETTINGS = ("auto", "true", "false")
 
@@ -39,21 +44,24 @@ def sgd_without_state(optimizer: torch.optim.Optimizer) -> bool:
     return all(float(g.get("momentum", 0) or 0) == 0 and float(g.get("weight_decay", 0) or 0) == 0 for g in optimizer.param_groups)
 
 
-def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compiled: bool) -> bool:
-    """Whether the trainer switches the model's embedding tables to row-wise gradients."""
+def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compiled: bool, device: torch.device | None = None) -> bool:
+    """Whether the trainer switches the model's embedding tables to row-wise gradients (with
+    ``torch.optim.Adam`` it then steps them with ``row_adam.RowAdam``)."""
     value = str(setting).lower() if setting is not None else "auto"
     if value not in SETTINGS:
         raise ConfigError(f"trainer.sparse_embeddings={setting!r} is invalid: expected auto, true or false")
     if value == "false":
         return False
-    exact = sgd_without_state(optimizer)
-    why_not = None
-    if not exact:
-        why_not = "it gives the same updates as dense gradients only for plain SGD (optim=sgd, momentum 0, weight_decay 0)"
-    elif distributed:
+    if distributed:
         why_not = "DDP all-reduces dense gradients (trainer.distributed=ddp)"
     elif compiled:
         why_not = "device.compile=true traces dense embedding gradients"
+    elif sgd_without_state(optimizer):
+        why_not = None
+    elif value == "auto":  # Adam goes row-wise only on request (below)
+        return False
+    else:
+        why_not = row_adam.why_not(optimizer, device or torch.device("cpu"))
     if why_not is None:
         return True
     if value == "true":
@@ -69,12 +77,13 @@ def resolve(setting, optimizer: torch.optim.Optimizer, distributed: bool, compil
 MIN_ROW_TABLE = 1 << 16
 
 
-def use_row_gradients(model: nn.Module) -> int:
-    """Switch the ``nn.Embedding`` tables of ``model`` with at least ``MIN_ROW_TABLE`` weights to
-    sparse (row-wise) gradients; returns how many."""
+def use_row_gradients(model: nn.Module, min_weights: int | None = None) -> int:
+    """Switch the ``nn.Embedding`` tables of ``model`` with at least ``min_weights`` weights (default
+    ``MIN_ROW_TABLE``) to sparse (row-wise) gradients; returns how many."""
+    min_weights = MIN_ROW_TABLE if min_weights is None else min_weights
     n = 0
     for module in model.modules():
-        if isinstance(module, nn.Embedding) and module.weight.numel() >= MIN_ROW_TABLE:
+        if isinstance(module, nn.Embedding) and module.weight.numel() >= min_weights:
             module.sparse = True
             n += 1
     return n

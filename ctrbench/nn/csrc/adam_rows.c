@@ -1,0 +1,40 @@
+/* Adam (Kingma & Ba 2015, Algorithm 1; torch.optim.Adam's update with L2 weight decay) for an
+   embedding table whose gradient is row-wise (a coalesced sparse gradient: the rows a step used),
+   as one pass over the table (ctrbench/train/row_adam.py: RowAdam):
+
+       g     = the summed gradient of a row the step used, 0 for every other row (+ wd p)
+       m     = m + (1 - beta1) (g - m)
+       v     = beta2 v + (1 - beta2) g^2
+       p     = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+   in the order of operations of torch's fused CPU Adam (optim.adam's ``fused: true``), so that with
+   the dense gradient's values (which the rows sum to, in the dense backward's order) a step is
+   torch's to the bit.
+
+   Every row moves, as with a dense gradient (this is Adam, not a lazy variant): a row the step did
+   not use decays its moments and moves by its momentum. Why native: with a dense gradient the
+   backward zeroes a whole-table buffer and adds the rows into it, and Adam then reads it, two to
+   three passes over the table more than this one, and adds the rows one BLAS call per index (DIEN's 63,001 x 18 item table at batch 256, the
+   DIEN paper's setup; 331,867 x 18 at Books size). Compiled with gru_scan.c into one library. */
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REAL float
+#define SFX(name) name##_f32
+static inline float sqrt_f32(float x) { return sqrtf(x); }
+static inline float fma_f32(float x, float y, float z) { return fmaf(x, y, z); }
+#include "adam_rows_impl.h"
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX(name) name##_f64
+static inline double sqrt_f64(double x) { return sqrt(x); }
+static inline double fma_f64(double x, double y, double z) { return fma(x, y, z); }
+#include "adam_rows_impl.h"
+#undef REAL
+#undef SFX
