@@ -8,14 +8,17 @@ to three passes over the table beyond the update itself (DIEN's 63,001 x 18 item
 Electronics; 331,867 x 18 at Books size, where those passes are most of a step).
 
 ``RowAdam`` is a ``torch.optim.Adam`` whose embedding tables have row-wise (sparse) gradients
-(``sparse_grads.use_row_gradients``): each such table is stepped by one native pass
-(``nn/csrc/adam_rows.c``) that sums the step's rows from the sparse gradient (in the order a dense
-backward adds them, so the gradient is the dense one exactly) and takes zero for every other row, so every row moves exactly as torch's dense update moves it,
-up to float rounding (the moments' formula is torch's: ``m <- lerp(m, g, 1 - beta1)``,
-``v <- beta2 v + (1 - beta2) g^2``, ``p <- p - lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) +
-eps)``, with L2 ``weight_decay`` added to g). The other parameters, and a table whose gradient
-came out dense (a regularizer's penalty on the table), are stepped by torch's Adam. Its state dict
-is torch's Adam's (``step``, ``exp_avg``, ``exp_avg_sq`` per parameter), so checkpoints resume
+(``sparse_grads.use_row_gradients``). Each table is stepped by one native call
+(``nn/csrc/adam_rows.c``): the step's rows are summed into a zero scratch buffer, in the order a
+dense backward adds them (so the gradient is the dense one exactly), one pass over the table then
+moves every row with that gradient (zero for the rows the step did not use), and the scratch rows
+are cleared. The pass follows the order of operations of torch's fused CPU Adam
+(``m <- lerp(m, g, 1 - beta1)``, ``v <- beta2 v + (1 - beta2) g^2``, ``p <- p - lr / (1 - beta1^t)
+m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``, L2 ``weight_decay`` added to g), so a step gives torch's
+weights and moments to the bit (checked where torch's CPU vectors are AVX2; elsewhere up to float
+rounding). The other parameters, and a table whose gradient came out dense (a regularizer's
+penalty on it), take torch's Adam step (stepping them with the kernel too was no faster). The state
+dict is torch's Adam's (``step``, ``exp_avg``, ``exp_avg_sq`` per parameter), so checkpoints resume
 under either.
 
 Used by ``trainer.sparse_embeddings`` (``sparse_grads.resolve``) for ``torch.optim.Adam`` without
