@@ -1,7 +1,7 @@
 """Adam on row-wise embedding gradients (train/row_adam.py, nn/csrc/adam_rows.c): torch's fused Adam
 update of every row, to the bit where torch's CPU vectors are AVX2 (the order of operations was
 matched there), from a gradient that holds only the batch's rows; asked for with
-trainer.sparse_embeddings=true (+experiment=dien_table2 does)."""
+trainer.sparse_embeddings=true (+experiment=dien_table2 and dien_table4 do)."""
 
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def test_rows_outside_the_table_are_refused_and_change_nothing():
     with pytest.raises(ValueError, match=r"the gradient of a \(10, 2\) table has rows outside it"):
         opt.step()
     assert torch.equal(emb.weight, before)
+    assert float(opt.state[emb.weight]["step"]) == 0  # the state as it was, too
 
 
 def test_which_adams_get_row_gradients(monkeypatch):
@@ -153,6 +154,7 @@ def test_dien_trains_to_the_bit_with_row_and_dense_gradients(tiny_dataset, tmp_p
         _assert_same(runs["true"][1][k], v) if BITWISE else torch.testing.assert_close(runs["true"][1][k], v, rtol=1e-4, atol=1e-5)
 
 
-def test_dien_table2_asks_for_it(tiny_dataset, tmp_path):
-    t = fast_trainer(tiny_dataset, tmp_path / "run", "+experiment=dien_table2", "+row=dien_table2/dien")
+@pytest.mark.parametrize("table, row", [("dien_table2", "dien"), ("dien_table4", "augru")])
+def test_the_dien_tables_ask_for_it(tiny_dataset, tmp_path, table, row):
+    t = fast_trainer(tiny_dataset, tmp_path / "run", f"+experiment={table}", f"+row={table}/{row}")
     assert t.sparse_embeddings and isinstance(t.optimizer, row_adam.RowAdam)

@@ -143,7 +143,8 @@ class Trainer:
             check_compile_available(self.device)
             self.step_model = compile_module(self.step_model)
             self.eval_model = compile_module(self.model)
-        # row-wise embedding gradients where they give the same updates (plain SGD): sparse_grads.py
+        # row-wise embedding gradients where they give the same updates (plain SGD; Adam on request,
+        # stepped by row_adam.RowAdam): sparse_grads.py
         self.sparse_embeddings = sparse_grads.resolve(t.get("sparse_embeddings", "auto"), self.optimizer, self.dist.enabled,
                                                       self.compiled, self.device)
         if self.sparse_embeddings and type(self.optimizer) is torch.optim.Adam:  # every row moves as with dense gradients (row_adam.py)

@@ -101,8 +101,7 @@ class RowAdam(torch.optim.Adam):
         buffer = self._buffers.get(p)
         if buffer is None or buffer.shape != p.shape or buffer.dtype != p.dtype:  # the kernel's scratch: zero between steps
             buffer = self._buffers[p] = torch.zeros_like(p)
-        state["step"] += 1
-        t = float(state["step"])
+        t = float(state["step"]) + 1
         beta1, beta2 = (float(b) for b in group["betas"])
         index = grad._indices()[0].contiguous()
         values = grad._values().to(p.dtype).reshape(index.numel(), p.shape[1]).contiguous()
@@ -111,5 +110,6 @@ class RowAdam(torch.optim.Adam):
             buffer.data_ptr(), _VECTOR_BYTES // p.element_size(), float(group["weight_decay"]), beta1, beta2, float(group["lr"]) / (1 - beta1**t),
             math.sqrt(1 - beta2**t), float(group["eps"]),
         )
-        if status != 0:
+        if status != 0:  # nothing was changed
             raise ValueError(f"RowAdam: the gradient of a {tuple(p.shape)} table has rows outside it")
+        state["step"] += 1

@@ -13,7 +13,7 @@ zero rows. The rows a batch repeats are summed by ``coalesce`` instead of by the
 accumulation, which can round differently in the last bit. Adam moves rows with a zero gradient too
 (their moments decay, their momentum moves them): its tables go row-wise only with
 ``row_adam.RowAdam``, whose native CPU step moves every row as torch's dense update does, and only
-on request (``true``; ``+experiment=dien_table2`` asks), so that the default run (Adam) keeps its
+on request (``true``; ``+experiment=dien_table2`` and ``dien_table4`` ask), so that the default run (Adam) keeps its
 numbers to the bit: where a model looks a table up more than once a step, the rows are summed in
 another order than the dense backward's. Other optimizers with state (momentum) or weight decay keep
 dense gradients (``optim=lazy_adam`` is the lazy row-wise Adam, with its own semantics).
