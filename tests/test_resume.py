@@ -172,7 +172,8 @@ def test_ctrl_c_with_a_closed_stdout_still_saves_and_exits_130(tmp_path, data_di
 
 
 # ---- in process: the full state round trip, quickly --------------------------------------------
-@pytest.mark.parametrize("overrides", [[], DIEN], ids=["din", "dien-dropout-dice"])
+@pytest.mark.parametrize("overrides", [[], DIEN, [*DIEN, "trainer.sparse_embeddings=true"]],
+                         ids=["din", "dien-dropout-dice", "dien-row-adam"])  # the last: Adam's row-wise step (row_adam.py)
 def test_interrupt_then_resume_in_process(tmp_path, data_dir, overrides):
     metrics, history = uninterrupted(tmp_path, data_dir, *overrides)
     run = tmp_path / "run"
