@@ -172,8 +172,8 @@ def test_ctrl_c_with_a_closed_stdout_still_saves_and_exits_130(tmp_path, data_di
 
 
 # ---- in process: the full state round trip, quickly --------------------------------------------
-@pytest.mark.parametrize("overrides", [[], DIEN, [*DIEN, "trainer.sparse_embeddings=true"]],
-                         ids=["din", "dien-dropout-dice", "dien-row-adam"])  # the last: Adam's row-wise step (row_adam.py)
+@pytest.mark.parametrize("overrides", [[], DIEN, [*DIEN, "trainer.sparse_embeddings=true"], ["model=lr", "optim=sgd", "trainer.grad_clip=5"]],
+                         ids=["din", "dien-dropout-dice", "dien-row-adam", "lr-native-step"])  # Adam's row-wise step (row_adam.py); LR's native step (lr_step.py)
 def test_interrupt_then_resume_in_process(tmp_path, data_dir, overrides):
     metrics, history = uninterrupted(tmp_path, data_dir, *overrides)
     run = tmp_path / "run"
@@ -190,6 +190,7 @@ def test_interrupt_then_resume_in_process(tmp_path, data_dir, overrides):
     again.setup()
     resumed = again.fit()
     assert_same_result(metrics, resumed)
+    assert resumed["training_step"] == ("native_lr" if "model=lr" in overrides else "autograd")
     assert resumed["resumed_at_steps"] == [31]
     assert (run / "history.csv").read_text() == history
 

@@ -1,5 +1,6 @@
 """The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training;
-``csrc/adam_rows.c``: Adam on a table with a row-wise gradient): compiled once per machine into one
+``csrc/adam_rows.c``: Adam on a table with a row-wise gradient; ``csrc/lr_step.c``: logistic regression's
+SGD step): compiled once per machine into one
 library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
@@ -30,10 +31,10 @@ import tempfile
 from pathlib import Path
 
 _CSRC = Path(__file__).with_name("csrc")
-SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h",
-           _CSRC / "adam_rows_impl.h"]  # the .c files are compiled
+SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "gru_scan_impl.h",
+           _CSRC / "dice_impl.h", _CSRC / "adam_rows_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 7  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
+ABI = 8  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -152,5 +153,9 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_dice_bwd_{suffix}").restype = ctypes.c_int
         getattr(lib, f"ctr_adam_rows_{suffix}").argtypes = [i64, i64, vp, vp, vp, i64, vp, vp, vp, i64] + [ctypes.c_double] * 6
         getattr(lib, f"ctr_adam_rows_{suffix}").restype = ctypes.c_int  # 0, or 2: an index outside the table
+    lib.ctr_lr_grad_f32.argtypes = [i64, i64] + [vp] * 7 + [i64] + [vp] * 8
+    lib.ctr_lr_grad_f32.restype = ctypes.c_int  # 0, or 2: an id outside its table
+    lib.ctr_lr_apply_f32.argtypes = [i64, ctypes.c_float, ctypes.c_float] + [vp] * 6
+    lib.ctr_lr_apply_f32.restype = None
     _reason = None
     return lib

@@ -50,7 +50,7 @@ from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.nn.activations import Dice
 from ctrbench.train import checkpoint, resume
-from ctrbench.train import distributed, flat_sgd, row_adam, sparse_grads
+from ctrbench.train import distributed, flat_sgd, lr_step, row_adam, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.build import (act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_native_dice, resolve_native_recurrence,
@@ -155,6 +155,10 @@ class Trainer:
         # plain SGD's zeroing, clipping and update as one op per buffer (flat_sgd.py)
         if flat_sgd.resolve(t.get("flat_sgd", "auto"), self.optimizer, self.dist.enabled, self.compiled, self.scaler is not None):
             self.optimizer = flat_sgd.FlatSGD(self.model, self.optimizer)
+        # LR's whole SGD step as native calls (lr_step.py), once the optimizer is FlatSGD
+        self.native_step = (lr_step.NativeLRStep(self.model)
+                            if lr_step.resolve(t.get("native_step", "auto"), self.model, self.optimizer, self.reg, self.device, self.amp_dtype)
+                            else None)
         # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
         # DIEN's recurrences as native loops in training (nn/csrc/gru_scan.c)
@@ -242,6 +246,8 @@ class Trainer:
         """One optimizer step; returns the loss. The loss (and the gradient norm, when
         ``trainer.grad_clip`` computes it) is read once, before the optimizer step, so a non-finite
         value stops training with the weights as they were."""
+        if self.native_step is not None:
+            return self.native_train_step(batch)
         batch = self.reg.transform(batch, training=True).to_device(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.step_model(batch)
@@ -286,6 +292,32 @@ class Trainer:
         if norm_value is not None and not math.isfinite(norm_value):
             raise self.diverged(step, f"the gradient norm became {norm_value}", f" (loss {value:.4g})")
         self.optimizer.step()
+        self.scheduler.step()
+        return value
+
+    def native_train_step(self, batch) -> float:
+        """``train_step`` for LR under plain SGD (``trainer.native_step``, lr_step.py): the same
+        checks and the same update, computed by two native calls."""
+        batch = self.reg.transform(batch, training=True)
+        step = self.progress.step + 1
+        value, sumsq = self.native_step.gradients(batch)
+        if self.faults and self.faults.get("nan_at_step") == step:  # testing hooks
+            value = float("nan")
+        poisoned = bool(self.faults) and self.faults.get("nan_grad_at_step") == step  # a NaN gradient: its norm and its update
+        if poisoned:
+            sumsq = float("nan")
+        if not math.isfinite(value):
+            self.native_step.discard()
+            raise self.diverged(step, f"the loss became {value}")
+        coef = 1.0
+        if self.grad_clip:  # FlatSGD.clip_grad_norm_'s factor
+            norm = math.sqrt(sumsq)
+            if not math.isfinite(norm):
+                self.native_step.discard()
+                raise self.diverged(step, f"the gradient norm became {norm}", f" (loss {value:.4g})")
+            coef = min(1.0, self.grad_clip / (norm + 1e-6))
+        self.native_step.apply(float("nan") if poisoned else -float(self.optimizer.param_groups[0]["lr"]) * coef)
+        self.optimizer._opt_called = True  # what torch's wrapped optimizer.step() sets: the scheduler's order check
         self.scheduler.step()
         return value
 
@@ -633,6 +665,7 @@ class Trainer:
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
             # trainer.flat_sgd, and Adam's row-wise step (trainer.sparse_embeddings=true): same updates, rounding only
             "optimizer_step": "flat" if self.flat is not None else ("row_adam" if isinstance(self.optimizer, row_adam.RowAdam) else "torch"),
+            "training_step": "native_lr" if self.native_step is not None else "autograd",  # trainer.native_step (same updates; rounding only)
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             "compile_packed": self.compile_packed,  # trainer.compile_packed: the packed layers under torch.compile (rounding only)
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)

@@ -92,5 +92,5 @@ typedef double vec_f64 __attribute__((vector_size(32)));
 #undef SFX
 
 /* The layout version the Python side checks (ctrbench/nn/native.py: ABI), for the whole library
-   (this file, dice.c and adam_rows.c). */
-int ctr_gru_abi(void) { return 7; }
+   (this file, dice.c, adam_rows.c and lr_step.c). */
+int ctr_gru_abi(void) { return 8; }

@@ -1,0 +1,147 @@
+"""LR's native training step (``trainer.native_step``, train/lr_step.py, nn/csrc/lr_step.c): the same
+losses and weights as autograd with FlatSGD up to float rounding, clipping included; the same checks
+(a non-finite loss or norm stops training with the weights as they were); where it applies; what it
+refuses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ctrbench.errors import ConfigError, TrainingDiverged
+from ctrbench.nn import native
+from ctrbench.train import lr_step
+from ctrbench.train.loop import Trainer
+from conftest import assert_native_trains_the_same, compose_train, fast_trainer
+
+TABLE3_LR = ("+experiment=din_table3", "+row=din_table3/lr")
+
+
+@pytest.mark.parametrize("model", [[], ["model.pooling=sum", "model.use_user=true"]], ids=["mean", "sum-user"])
+def test_native_step_trains_as_autograd_does(tiny_dataset, tmp_path, model):
+    """30 steps of the table setup (SGD, lr 1, batch 32, clipping at 5) each way."""
+
+    def check(t, native_step):
+        assert (t.native_step is not None) == native_step
+
+    assert_native_trains_the_same(tiny_dataset, tmp_path, "native_step", *TABLE3_LR, *model, check=check)
+
+
+def _random_weights(t: Trainer, scale: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in t.model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+@pytest.mark.parametrize("clip", [0.05, None], ids=["clipped", "no-clip"])
+@pytest.mark.parametrize("model", [[], ["model.pooling=sum", "model.use_user=true"]], ids=["mean", "sum-user"])
+def test_one_step_from_random_weights_is_autograds(tiny_dataset, tmp_path, clip, model):
+    """From random weights, one step gives autograd's loss, gradient norm and weights to float
+    rounding, with a clipping factor well below 1 (the BCE gradient bounds the norm near 1, so the
+    clipping threshold is low) and without clipping."""
+    overrides = [*TABLE3_LR, *model, "optim.lr=3.0", f"trainer.grad_clip={clip if clip else 'null'}"]
+    runs = {}
+    for setting in ("true", "false"):
+        t = fast_trainer(tiny_dataset, tmp_path / setting, *overrides, f"trainer.native_step={setting}")
+        _random_weights(t, 2.0)
+        start = {k: v.clone() for k, v in t.model.state_dict().items()}
+        _, batch = next(iter(t.train_batches))
+        if setting == "true":
+            _, sumsq = t.native_step.gradients(batch)
+            t.native_step.discard()
+            norm = math.sqrt(sumsq)
+        else:
+            t.optimizer.zero_grad()
+            t.model.train()
+            out = t.model(batch)
+            torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.label).backward()
+            norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in t.model.parameters() if p.grad is not None])))
+            t.optimizer.zero_grad()
+        loss = t.train_step(batch)
+        runs[setting] = (loss, norm, {k: v.clone() for k, v in t.model.state_dict().items()})
+    (loss_n, norm_n, w_n), (loss_a, norm_a, w_a) = runs["true"], runs["false"]
+    assert clip is None or norm_a > 2 * clip
+    assert loss_n == pytest.approx(loss_a, rel=1e-6) and norm_n == pytest.approx(norm_a, rel=1e-5)
+    for k in w_a:
+        torch.testing.assert_close(w_n[k], w_a[k], rtol=1e-6, atol=1e-6)
+    assert sum(int((w_n[k] != v).sum()) for k, v in start.items()) > 0  # the step moved the weights
+
+
+def test_where_it_applies(tiny_dataset, tmp_path):
+    def native_step(*overrides):
+        return fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, *overrides).native_step is not None
+
+    assert native_step()  # auto: LR under plain SGD
+    assert native_step("reg=filter", "reg.min_count=2")  # a batch transform, no penalty
+    assert not native_step("trainer.native_step=false")
+    assert not native_step("optim=adam")  # auto: silently the autograd step
+    assert not native_step("reg=l2")
+    assert not native_step("model=base")
+    assert not native_step("trainer.flat_sgd=false")
+    for overrides, why in ((["optim=adam"], "the native step is plain SGD's"), (["reg=l2"], "reg=l2 adds a penalty to the loss"),
+                           (["model=base"], "the native step exists for model=lr only"),
+                           (["optim.momentum=0.9"], "the native step is plain SGD's")):
+        with pytest.raises(ConfigError, match=f"trainer.native_step=true cannot be used here: {why}.*; use auto or false"):
+            fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, *overrides, "trainer.native_step=true")
+    with pytest.raises(ConfigError, match="trainer.native_step='yes' is invalid: expected auto, true or false"):
+        fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, "trainer.native_step=yes")
+
+
+def test_without_the_native_library(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "library", lambda: None)
+    monkeypatch.setattr(native, "unavailable_reason", lambda: "no C compiler found ($CC, cc, gcc or clang)")
+    assert fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR).native_step is None  # auto: a warning, autograd
+    with pytest.raises(ConfigError, match=r"the native kernels are unavailable: no C compiler found.*; use auto or false"):
+        fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, "trainer.native_step=true")
+
+
+@pytest.mark.parametrize("fault", ["nan_at_step", "nan_grad_at_step"])
+def test_a_non_finite_step_stops_training_with_the_weights_as_they_were(tiny_dataset, tmp_path, fault):
+    t = fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, f"trainer.fault_injection.{fault}=3")
+    assert t.native_step is not None
+    batches = iter(t.train_batches)
+    for _ in range(2):
+        t.train_step(next(batches)[1])
+        t.progress.step += 1
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    what = "the loss became nan" if fault == "nan_at_step" else "the gradient norm became nan"
+    with pytest.raises(TrainingDiverged, match=f"{what} at step 3"):
+        t.train_step(next(batches)[1])
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.grads if g is not None)  # the scratch is clean again
+    assert all(int(m.count_nonzero()) == 0 for m in t.native_step.marks if m is not None)
+
+
+def test_an_id_outside_a_table_is_refused_and_changes_nothing(tiny_dataset, tmp_path):
+    t = fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR)
+    _, batch = next(iter(t.train_batches))
+    batch.hist_item[0, 0] = t.model.u_item.num_embeddings  # one past the table (a real position: the first)
+    assert bool(batch.hist_mask[0, 0])
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    with pytest.raises(ValueError, match="NativeLRStep: a batch holds an id outside its table"):
+        t.train_step(batch)
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.grads if g is not None)
+
+
+def test_a_run_records_its_step(tiny_dataset, tmp_path):
+    for setting, recorded in (("auto", "native_lr"), ("false", "autograd")):
+        run = tmp_path / setting
+        run.mkdir()
+        t = Trainer(compose_train("+debug=fast", "device=cpu", *TABLE3_LR, "trainer.max_steps=20", f"trainer.native_step={setting}",
+                                  f"paths.data_dir={tmp_path / 'data'}"), run)
+        t.setup(tiny_dataset)
+        metrics = t.fit()
+        assert metrics["training_step"] == recorded
+        assert json.loads((run / "metrics.json").read_text())["training_step"] == recorded
+    base = Trainer(compose_train("+debug=fast", "device=cpu", "model=din", "trainer.max_steps=2", f"paths.data_dir={tmp_path / 'data'}"),
+                   tmp_path / "din")
+    base.setup(tiny_dataset)
+    assert base.native_step is None
+    assert lr_step.why_not(base.model, base.optimizer, base.reg, base.device, None) == ""
