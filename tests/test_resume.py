@@ -173,7 +173,7 @@ def test_ctrl_c_with_a_closed_stdout_still_saves_and_exits_130(tmp_path, data_di
 
 # ---- in process: the full state round trip, quickly --------------------------------------------
 @pytest.mark.parametrize("overrides", [[], DIEN, [*DIEN, "trainer.sparse_embeddings=true"], ["model=lr", "optim=sgd", "trainer.grad_clip=5"]],
-                         ids=["din", "dien-dropout-dice", "dien-row-adam", "lr-native-step"])  # Adam's row-wise step (row_adam.py); LR's native step (lr_step.py)
+                         ids=["din", "dien-dropout-dice", "dien-row-adam", "lr-native-step"])  # Adam's row-wise step (row_adam.py); LR's native step (native_step.py)
 def test_interrupt_then_resume_in_process(tmp_path, data_dir, overrides):
     metrics, history = uninterrupted(tmp_path, data_dir, *overrides)
     run = tmp_path / "run"

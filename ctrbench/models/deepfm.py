@@ -40,17 +40,16 @@ class DeepFM(CTRModel):
         packed = packed_history(batch, self.pack_histories)  # one for the fields and the first-order part
         if packed is not None:  # a mostly padded batch on CPU: the real positions only (nn/layers.py)
             e_t, e_p, profile = self.fields.lookup_packed(batch, packed)
-            w_t, w_p = self.linear.lookup_packed(batch, packed)
-            logits = self.packed_layers(self.combine_packed, e_t, e_p, w_t, w_p, packed.row, batch.hist_len, *profile)
-            return ModelOutput(logits=logits)
+            first = self.linear(batch, packed)
+            return ModelOutput(logits=self.packed_layers(self.combine_packed, first, e_t, e_p, packed.row, *profile))
         f = self.fields(batch)
         logit = self.linear(batch) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
         return ModelOutput(logits=logit)
 
-    def combine_packed(self, e_t: torch.Tensor, e_p: torch.Tensor, w_t: torch.Tensor, w_p: torch.Tensor, row: torch.Tensor,
-                       hist_len: torch.Tensor, *profile: torch.Tensor) -> torch.Tensor:
-        """The layers after the lookups of a packed batch (``FieldEmbeddings.lookup_packed`` and
-        ``FirstOrder.lookup_packed``'s outputs) -> logits [B]: first order + FM + MLP, as ``forward``;
-        what ``trainer.compile_packed`` compiles."""
+    def combine_packed(self, first: torch.Tensor, e_t: torch.Tensor, e_p: torch.Tensor, row: torch.Tensor,
+                       *profile: torch.Tensor) -> torch.Tensor:
+        """The layers after the lookups of a packed batch (the first-order logits, and
+        ``FieldEmbeddings.lookup_packed``'s outputs) -> logits [B]: first order + FM + MLP, as
+        ``forward``; what ``trainer.compile_packed`` compiles."""
         f = self.fields.pool_packed(e_t, e_p, list(profile), row)
-        return self.linear.pool_packed(w_t, w_p, row, hist_len) + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)
+        return first + fm_second_order(f) + self.mlp(f.flatten(1)).squeeze(-1)

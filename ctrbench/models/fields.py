@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
+from ctrbench.nn.native_first_order import FirstOrderRows, first_order_logits
 from ctrbench.nn.layers import ItemEmbeddings, PackedHistory, field_embedding, masked_pool, mean_rows, packed_history, pool_rows
 
 
@@ -50,7 +51,14 @@ class FieldEmbeddings(nn.Module):
 
 class FirstOrder(nn.Module):
     """sum of one weight per id: target item, target category, and the mean over real history
-    positions of history-item and history-category weights (+ user), plus a bias."""
+    positions of history-item and history-category weights (+ user), plus a bias.
+
+    ``native_rows``: set per run by the trainer (``trainer.native_step``, under plain SGD on CPU) to
+    a ``FirstOrderRows``: in training the logit is then one native call forward and one backward,
+    whose table gradients go to that object's scratch for the optimizer (nn/native_first_order.py);
+    the same values up to float rounding. None for a module built alone and in evaluation."""
+
+    native_rows: FirstOrderRows | None = None
 
     def __init__(self, vocab: Vocab, use_user: bool = False) -> None:
         super().__init__()
@@ -64,9 +72,21 @@ class FirstOrder(nn.Module):
                 nn.init.zeros_(t.weight)
         self.bias = nn.Parameter(torch.zeros(1))
 
+    def __getstate__(self):
+        """A copy or a pickle of the module leaves its ``native_rows`` (a run's buffers) behind."""
+        state = dict(super().__getstate__())
+        state.pop("native_rows", None)
+        return state
+
+    def tables(self) -> list[nn.Embedding | None]:
+        """target item, target category, history items, history categories, user (or None)."""
+        return [self.item, self.cate, self.h_item, self.h_cate, self.user]
+
     def forward(self, batch: Batch, packed: PackedHistory | None = None) -> torch.Tensor:
         """[B]; ``packed``: the batch's ``packed_history`` (nn/layers.py), to look up and pool the
         history's real positions only (the same values up to rounding), or None (the padded grid)."""
+        if self.native_rows is not None and self.training:
+            return first_order_logits(self.native_rows, self.bias, batch)
         if packed is not None:
             return self.pool_packed(*self.lookup_packed(batch, packed), packed.row, batch.hist_len)
         z = self.bias + self.item(batch.item).squeeze(-1) + self.cate(batch.cate).squeeze(-1)

@@ -1,6 +1,6 @@
 """The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training;
-``csrc/adam_rows.c``: Adam on a table with a row-wise gradient; ``csrc/lr_step.c``: logistic regression's
-SGD step): compiled once per machine into one
+``csrc/adam_rows.c``: Adam on a table with a row-wise gradient; ``csrc/lr_step.c``: one-weight-per-id tables
+under SGD, logistic regression's step): compiled once per machine into one
 library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
@@ -153,9 +153,12 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_dice_bwd_{suffix}").restype = ctypes.c_int
         getattr(lib, f"ctr_adam_rows_{suffix}").argtypes = [i64, i64, vp, vp, vp, i64, vp, vp, vp, i64] + [ctypes.c_double] * 6
         getattr(lib, f"ctr_adam_rows_{suffix}").restype = ctypes.c_int  # 0, or 2: an index outside the table
-    lib.ctr_lr_grad_f32.argtypes = [i64, i64] + [vp] * 7 + [i64] + [vp] * 8
-    lib.ctr_lr_grad_f32.restype = ctypes.c_int  # 0, or 2: an id outside its table
-    lib.ctr_lr_apply_f32.argtypes = [i64, ctypes.c_float, ctypes.c_float] + [vp] * 6
-    lib.ctr_lr_apply_f32.restype = None
+    lib.ctr_fo_forward_f32.argtypes = [i64, i64] + [vp] * 6 + [i64] + [vp] * 4
+    lib.ctr_fo_backward_f32.argtypes = [i64, i64] + [vp] * 6 + [i64] + [vp] * 8
+    lib.ctr_lr_grad_f32.argtypes = [i64, i64] + [vp] * 7 + [i64] + [vp] * 9
+    for name in ("ctr_fo_forward_f32", "ctr_fo_backward_f32", "ctr_lr_grad_f32"):
+        getattr(lib, name).restype = ctypes.c_int  # 0, or 2: an id outside its table
+    lib.ctr_fo_apply_f32.argtypes = [i64, ctypes.c_float] + [vp] * 6 + [ctypes.c_float]
+    lib.ctr_fo_apply_f32.restype = None
     _reason = None
     return lib

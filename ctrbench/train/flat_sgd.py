@@ -17,7 +17,8 @@ the update instead of scaling every gradient first:
     clip:    n <- ||(||G||_2, ||g_sparse||_2, ...)||_2;  c <- min(1, max_norm / (n + 1e-6))
     update:  W <- W - (lr c) G                            (c = 1 without clipping: torch's SGD update)
 
-The norm is ``sparse_grads.grad_norm`` (torch's formula, in one ``_foreach_norm``); ``FlatSGD`` is a
+The norm is ``sparse_grads.grad_norm`` (torch's formula, in one ``_foreach_norm``), with the squared
+norm of the tables that ``native_rows`` step (train/native_step.py) added; ``FlatSGD`` is a
 ``torch.optim.SGD`` whose ``step`` is that update. Embedding tables with row-wise (sparse) gradients
 (``sparse_grads.py``) or of ``MIN_OWN_TABLE`` weights or more keep their own gradients (and one
 norm and one update op each). The updates are torch's up to float rounding: the global norm sums
@@ -84,12 +85,17 @@ class FlatSGD(torch.optim.SGD):
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": flat + rows})
         super().__init__(groups)
         self.clip_coef = 1.0  # the factor clip_grad_norm_ found, which the next step applies
+        # one-weight tables whose gradient a native backward keeps outside autograd (train/native_step.py:
+        # Wide&Deep's and DeepFM's first-order parts; one param group): counted in the norm, moved by step
+        self.native_rows: list = []
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.flat:
             p.grad.zero_()
         for p in self.tables:
             p.grad = None
+        for rows in self.native_rows:
+            rows.discard()
         self.clip_coef = 1.0
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
@@ -98,6 +104,8 @@ class FlatSGD(torch.optim.SGD):
         c = min(1, max_norm / (norm + 1e-6)) is applied by the next ``step`` rather than to the
         gradients, which are left as they are."""
         total, _ = sparse_grads.grad_norm([*self.flat, *self.tables])
+        if self.native_rows:
+            total = torch.sqrt(total.double() ** 2 + sum(rows.sumsq() for rows in self.native_rows)).float()
         self.clip_coef = min(1.0, max_norm / (float(total) + 1e-6))
         return total
 
@@ -115,6 +123,8 @@ class FlatSGD(torch.optim.SGD):
             for p in group["params"]:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=alpha)
+            for rows in self.native_rows:
+                rows.apply(alpha)
         self.clip_coef = 1.0
         return loss
 

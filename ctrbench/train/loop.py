@@ -50,7 +50,7 @@ from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.nn.activations import Dice
 from ctrbench.train import checkpoint, resume
-from ctrbench.train import distributed, flat_sgd, lr_step, row_adam, sparse_grads
+from ctrbench.train import distributed, flat_sgd, native_step, row_adam, sparse_grads
 from ctrbench.train.evaluate import evaluate, resolve_eval_batch_size, resolve_eval_positions
 from ctrbench.train.optim import LazyAdam
 from ctrbench.train.build import (act_cfg_without_name, build_model, build_regularizer, lr_lambda, resolve_native_dice, resolve_native_recurrence,
@@ -155,10 +155,11 @@ class Trainer:
         # plain SGD's zeroing, clipping and update as one op per buffer (flat_sgd.py)
         if flat_sgd.resolve(t.get("flat_sgd", "auto"), self.optimizer, self.dist.enabled, self.compiled, self.scaler is not None):
             self.optimizer = flat_sgd.FlatSGD(self.model, self.optimizer)
-        # LR's whole SGD step as native calls (lr_step.py), once the optimizer is FlatSGD
-        self.native_step = (lr_step.NativeLRStep(self.model)
-                            if lr_step.resolve(t.get("native_step", "auto"), self.model, self.optimizer, self.reg, self.device, self.amp_dtype)
-                            else None)
+        # the one-weight tables under plain SGD as native calls (native_step.py), once the optimizer is
+        # FlatSGD: LR's whole step, Wide&Deep's and DeepFM's first-order parts
+        self.native_tables = native_step.resolve(t.get("native_step", "auto"), self.model, self.optimizer, self.reg, self.device,
+                                                 self.amp_dtype)
+        self.native_step = native_step.attach(self.model, self.optimizer) if self.native_tables else None
         # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
         # DIEN's recurrences as native loops in training (nn/csrc/gru_scan.c)
@@ -296,7 +297,7 @@ class Trainer:
         return value
 
     def native_train_step(self, batch) -> float:
-        """``train_step`` for LR under plain SGD (``trainer.native_step``, lr_step.py): the same
+        """``train_step`` for LR under plain SGD (``trainer.native_step``, native_step.py): the same
         checks and the same update, computed by two native calls."""
         batch = self.reg.transform(batch, training=True)
         step = self.progress.step + 1
@@ -665,7 +666,8 @@ class Trainer:
             "embedding_gradients": "rows" if self.sparse_embeddings else "dense",  # trainer.sparse_embeddings (same updates; rounding only)
             # trainer.flat_sgd, and Adam's row-wise step (trainer.sparse_embeddings=true): same updates, rounding only
             "optimizer_step": "flat" if self.flat is not None else ("row_adam" if isinstance(self.optimizer, row_adam.RowAdam) else "torch"),
-            "training_step": "native_lr" if self.native_step is not None else "autograd",  # trainer.native_step (same updates; rounding only)
+            # trainer.native_step: LR's whole step, or the first-order tables', natively (same updates; rounding only)
+            "training_step": ("native_lr" if self.native_step is not None else "native_first_order") if self.native_tables else "autograd",
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             "compile_packed": self.compile_packed,  # trainer.compile_packed: the packed layers under torch.compile (rounding only)
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)

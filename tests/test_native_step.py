@@ -13,7 +13,8 @@ import torch
 
 from ctrbench.errors import ConfigError, TrainingDiverged
 from ctrbench.nn import native
-from ctrbench.train import lr_step
+from ctrbench.train import native_step
+from ctrbench.train import native_step as native_step_module
 from ctrbench.train.loop import Trainer
 from conftest import assert_native_trains_the_same, compose_train, fast_trainer
 
@@ -28,6 +29,21 @@ def test_native_step_trains_as_autograd_does(tiny_dataset, tmp_path, model):
         assert (t.native_step is not None) == native_step
 
     assert_native_trains_the_same(tiny_dataset, tmp_path, "native_step", *TABLE3_LR, *model, check=check)
+
+
+@pytest.mark.parametrize("row", ["wdl", "deepfm"])
+def test_first_order_parts_train_as_autograd_does(tiny_dataset, tmp_path, row):
+    """Wide&Deep's and DeepFM's first-order tables stepped natively (FlatSGD counts and moves their
+    scratch), 30 steps of the table setup each way (DeepFM at lr 0.1: at lr 1 it diverges, in either
+    form, and float rounding grows into visible differences within 20 steps)."""
+
+    def check(t, native_step):
+        parts = native_step_module.first_order_parts(t.model)
+        assert len(parts) == 1 and t.native_step is None
+        assert (parts[0].native_rows is not None) == native_step == bool(t.optimizer.native_rows)
+
+    lr = ["optim.lr=0.1"] if row == "deepfm" else []
+    assert_native_trains_the_same(tiny_dataset, tmp_path, "native_step", "+experiment=din_table3", f"+row=din_table3/{row}", *lr, check=check)
 
 
 def _random_weights(t: Trainer, scale: float) -> None:
@@ -71,6 +87,37 @@ def test_one_step_from_random_weights_is_autograds(tiny_dataset, tmp_path, clip,
     assert sum(int((w_n[k] != v).sum()) for k, v in start.items()) > 0  # the step moved the weights
 
 
+@pytest.mark.parametrize("row", ["wdl", "deepfm"])
+def test_one_clipped_step_of_a_first_order_part_is_autograds(tiny_dataset, tmp_path, row):
+    """From random first-order weights, one step clipped at 0.05: the global norm (FlatSGD's, with the
+    native scratch's share) and every weight as autograd gives them, to float rounding."""
+    runs = {}
+    for setting in ("true", "false"):
+        t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=din_table3", f"+row=din_table3/{row}", "trainer.grad_clip=0.05",
+                         f"trainer.native_step={setting}")
+        g = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for p in native_step_module.first_order_parts(t.model)[0].parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        norms = []
+        clip = t.optimizer.clip_grad_norm_
+
+        def measured(max_norm, clip=clip, norms=norms):
+            norm = clip(max_norm)
+            norms.append(float(norm))
+            return norm
+
+        t.optimizer.clip_grad_norm_ = measured
+        _, batch = next(iter(t.train_batches))
+        loss = t.train_step(batch)
+        runs[setting] = (loss, norms[0], {k: v.clone() for k, v in t.model.state_dict().items()})
+    (loss_n, norm_n, w_n), (loss_a, norm_a, w_a) = runs["true"], runs["false"]
+    assert norm_a > 0.1 and norm_n == pytest.approx(norm_a, rel=1e-5)
+    assert loss_n == pytest.approx(loss_a, rel=1e-6)
+    for k in w_a:
+        torch.testing.assert_close(w_n[k], w_a[k], rtol=1e-6, atol=1e-6)
+
+
 def test_where_it_applies(tiny_dataset, tmp_path):
     def native_step(*overrides):
         return fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, *overrides).native_step is not None
@@ -83,7 +130,7 @@ def test_where_it_applies(tiny_dataset, tmp_path):
     assert not native_step("model=base")
     assert not native_step("trainer.flat_sgd=false")
     for overrides, why in ((["optim=adam"], "the native step is plain SGD's"), (["reg=l2"], "reg=l2 adds a penalty to the loss"),
-                           (["model=base"], "the native step exists for model=lr only"),
+                           (["model=base"], "the native step exists for model=lr, wdl and deepfm"),
                            (["optim.momentum=0.9"], "the native step is plain SGD's")):
         with pytest.raises(ConfigError, match=f"trainer.native_step=true cannot be used here: {why}.*; use auto or false"):
             fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, *overrides, "trainer.native_step=true")
@@ -113,8 +160,8 @@ def test_a_non_finite_step_stops_training_with_the_weights_as_they_were(tiny_dat
         t.train_step(next(batches)[1])
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, before[k])
-    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.grads if g is not None)  # the scratch is clean again
-    assert all(int(m.count_nonzero()) == 0 for m in t.native_step.marks if m is not None)
+    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.rows.grads if g is not None)  # the scratch is clean again
+    assert all(int(m.count_nonzero()) == 0 for m in t.native_step.rows.marks if m is not None)
 
 
 def test_an_id_outside_a_table_is_refused_and_changes_nothing(tiny_dataset, tmp_path):
@@ -127,7 +174,7 @@ def test_an_id_outside_a_table_is_refused_and_changes_nothing(tiny_dataset, tmp_
         t.train_step(batch)
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, before[k])
-    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.grads if g is not None)
+    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.rows.grads if g is not None)
 
 
 def test_a_run_records_its_step(tiny_dataset, tmp_path):
@@ -144,4 +191,4 @@ def test_a_run_records_its_step(tiny_dataset, tmp_path):
                    tmp_path / "din")
     base.setup(tiny_dataset)
     assert base.native_step is None
-    assert lr_step.why_not(base.model, base.optimizer, base.reg, base.device, None) == ""
+    assert native_step.why_not(base.model, base.optimizer, base.reg, base.device, None) == ""
