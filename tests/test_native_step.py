@@ -192,3 +192,24 @@ def test_a_run_records_its_step(tiny_dataset, tmp_path):
     base.setup(tiny_dataset)
     assert base.native_step is None
     assert native_step.why_not(base.model, base.optimizer, base.reg, base.device, None) == ""
+
+
+def test_a_copy_of_a_model_leaves_the_runs_buffers_behind(tiny_dataset, tmp_path):
+    """``copy.deepcopy`` (export copies the model) and pickling leave ``native_rows`` behind: the copy
+    computes its first-order part with torch ops, the same values."""
+    import copy
+    import io
+    import pickle
+
+    t = fast_trainer(tiny_dataset, tmp_path / "run", "+experiment=din_table3", "+row=din_table3/deepfm")
+    part = native_step.first_order_parts(t.model)[0]
+    assert part.native_rows is not None
+    clone = copy.deepcopy(t.model)
+    assert native_step.first_order_parts(clone)[0].native_rows is None
+    pickled = pickle.loads(pickle.dumps(t.model))
+    assert native_step.first_order_parts(pickled)[0].native_rows is None
+    torch.save(t.model, io.BytesIO())
+    _, batch = next(iter(t.train_batches))
+    t.model.train()
+    clone.train()
+    torch.testing.assert_close(part(batch), native_step.first_order_parts(clone)[0](batch), rtol=1e-6, atol=1e-6)
