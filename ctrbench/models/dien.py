@@ -132,7 +132,7 @@ class DIEN(CTRModel):
         logits = self.mlp(x).squeeze(-1)
         aux = None
         if with_aux:
-            aux = self.aux_alpha * auxiliary_loss(h, e_h, e_neg, mask, self.aux_net, self.aux_reduction)
+            aux = self.aux_alpha * auxiliary_loss(h, e_h, e_neg, mask, self.aux_net, self.aux_reduction, native=native)
         return ModelOutput(logits=logits, aux_loss=aux)
 
     def variant(self) -> dict:

@@ -1,6 +1,6 @@
 """The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training;
 ``csrc/adam_rows.c``: Adam on a table with a row-wise gradient; ``csrc/lr_step.c``: one-weight-per-id tables
-under SGD, logistic regression's step): compiled once per machine into one
+under SGD, logistic regression's step; ``csrc/aux_loss.c``: DIEN's auxiliary loss): compiled once per machine into one
 library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
@@ -31,10 +31,10 @@ import tempfile
 from pathlib import Path
 
 _CSRC = Path(__file__).with_name("csrc")
-SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "gru_scan_impl.h",
-           _CSRC / "dice_impl.h", _CSRC / "adam_rows_impl.h"]  # the .c files are compiled
+SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "aux_loss.c",
+           _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h", _CSRC / "adam_rows_impl.h", _CSRC / "aux_loss_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 8  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
+ABI = 9  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -153,6 +153,10 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_dice_bwd_{suffix}").restype = ctypes.c_int
         getattr(lib, f"ctr_adam_rows_{suffix}").argtypes = [i64, i64, vp, vp, vp, i64, vp, vp, vp, i64] + [ctypes.c_double] * 6
         getattr(lib, f"ctr_adam_rows_{suffix}").restype = ctypes.c_int  # 0, or 2: an index outside the table
+        getattr(lib, f"ctr_aux_fwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 6
+        getattr(lib, f"ctr_aux_bwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 5 + [ctypes.c_double] + [vp] * 3
+        getattr(lib, f"ctr_aux_fwd_{suffix}").restype = None
+        getattr(lib, f"ctr_aux_bwd_{suffix}").restype = None
     lib.ctr_fo_forward_f32.argtypes = [i64, i64] + [vp] * 6 + [i64] + [vp] * 4
     lib.ctr_fo_backward_f32.argtypes = [i64, i64] + [vp] * 6 + [i64] + [vp] * 8
     lib.ctr_lr_grad_f32.argtypes = [i64, i64] + [vp] * 7 + [i64] + [vp] * 9

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ctrbench.nn import native_aux
 from ctrbench.nn.gru_scan import attentional_gru_scan, native_gru_scan, native_usable
 
 EVOLUTIONS = ("augru", "agru", "aigru", "gru_att")
@@ -185,6 +186,7 @@ def auxiliary_loss(
     mask: torch.Tensor,
     net: nn.Module | None = None,
     reduction: str = "paper",
+    native: bool = False,
 ) -> torch.Tensor:
     """DIEN Eq. (6): hidden state h_t against the next behaviour e_{t+1} (label 1) and a sampled
     negative ê_{t+1} (label 0), for every t whose next position is real (padding never counts).
@@ -195,7 +197,12 @@ def auxiliary_loss(
     ``reduction="paper"`` sums over t and averages over the N samples, as Eq. (6);
     ``"mean"`` averages over all real (t, sample) pairs, as the official code (which also counts
     padded pairs in its denominator; we do not).
+
+    ``native``: the inner-product form as one native call each way (nn/native_aux.py; the same value
+    up to float rounding) where it can run (CPU, float32 or float64).
     """
+    if native and net is None and native_aux.usable(h):
+        return native_aux.NativeAuxLoss.apply(h, pos, neg, mask, reduction)
     h_t, e_pos, e_neg = h[:, :-1], pos[:, 1:], neg[:, 1:]
     valid = (mask[:, 1:] & mask[:, :-1]).to(h.dtype)
     if net is None:
