@@ -1,7 +1,8 @@
-"""LR's native training step (``trainer.native_step``, train/lr_step.py, nn/csrc/lr_step.c): the same
-losses and weights as autograd with FlatSGD up to float rounding, clipping included; the same checks
-(a non-finite loss or norm stops training with the weights as they were); where it applies; what it
-refuses."""
+"""The one-weight tables stepped natively (``trainer.native_step``, train/native_step.py,
+nn/native_first_order.py, nn/csrc/lr_step.c): LR's whole step and Wide&Deep's and DeepFM's first-order
+parts give autograd's losses, norms and weights with FlatSGD up to float rounding, clipping included;
+the same checks (a non-finite loss or norm stops training with the weights as they were); where it
+applies; what it refuses."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 from ctrbench.errors import ConfigError, TrainingDiverged
 from ctrbench.nn import native
 from ctrbench.train import native_step
-from ctrbench.train import native_step as native_step_module
 from ctrbench.train.loop import Trainer
 from conftest import assert_native_trains_the_same, compose_train, fast_trainer
 
@@ -25,8 +25,8 @@ TABLE3_LR = ("+experiment=din_table3", "+row=din_table3/lr")
 def test_native_step_trains_as_autograd_does(tiny_dataset, tmp_path, model):
     """30 steps of the table setup (SGD, lr 1, batch 32, clipping at 5) each way."""
 
-    def check(t, native_step):
-        assert (t.native_step is not None) == native_step
+    def check(t, native_on):
+        assert (t.native_lr is not None) == native_on
 
     assert_native_trains_the_same(tiny_dataset, tmp_path, "native_step", *TABLE3_LR, *model, check=check)
 
@@ -37,10 +37,10 @@ def test_first_order_parts_train_as_autograd_does(tiny_dataset, tmp_path, row):
     scratch), 30 steps of the table setup each way (DeepFM at lr 0.1: at lr 1 it diverges, in either
     form, and float rounding grows into visible differences within 20 steps)."""
 
-    def check(t, native_step):
-        parts = native_step_module.first_order_parts(t.model)
-        assert len(parts) == 1 and t.native_step is None
-        assert (parts[0].native_rows is not None) == native_step == bool(t.optimizer.native_rows)
+    def check(t, native_on):
+        parts = native_step.first_order_parts(t.model)
+        assert len(parts) == 1 and t.native_lr is None
+        assert (parts[0].native_rows is not None) == native_on == bool(t.optimizer.native_rows)
 
     lr = ["optim.lr=0.1"] if row == "deepfm" else []
     assert_native_trains_the_same(tiny_dataset, tmp_path, "native_step", "+experiment=din_table3", f"+row=din_table3/{row}", *lr, check=check)
@@ -67,8 +67,8 @@ def test_one_step_from_random_weights_is_autograds(tiny_dataset, tmp_path, clip,
         start = {k: v.clone() for k, v in t.model.state_dict().items()}
         _, batch = next(iter(t.train_batches))
         if setting == "true":
-            _, sumsq = t.native_step.gradients(batch)
-            t.native_step.discard()
+            _, sumsq = t.native_lr.gradients(batch)
+            t.native_lr.discard()
             norm = math.sqrt(sumsq)
         else:
             t.optimizer.zero_grad()
@@ -97,7 +97,7 @@ def test_one_clipped_step_of_a_first_order_part_is_autograds(tiny_dataset, tmp_p
                          f"trainer.native_step={setting}")
         g = torch.Generator().manual_seed(5)
         with torch.no_grad():
-            for p in native_step_module.first_order_parts(t.model)[0].parameters():
+            for p in native_step.first_order_parts(t.model)[0].parameters():
                 p.copy_(torch.randn(p.shape, generator=g))
         norms = []
         clip = t.optimizer.clip_grad_norm_
@@ -119,16 +119,19 @@ def test_one_clipped_step_of_a_first_order_part_is_autograds(tiny_dataset, tmp_p
 
 
 def test_where_it_applies(tiny_dataset, tmp_path):
-    def native_step(*overrides):
-        return fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, *overrides).native_step is not None
+    def native_on(*overrides, row="lr"):
+        t = fast_trainer(tiny_dataset, tmp_path / "run", "+experiment=din_table3", f"+row=din_table3/{row}", *overrides)
+        assert t.cfg.model.name == row
+        return t.native_tables
 
-    assert native_step()  # auto: LR under plain SGD
-    assert native_step("reg=filter", "reg.min_count=2")  # a batch transform, no penalty
-    assert not native_step("trainer.native_step=false")
-    assert not native_step("optim=adam")  # auto: silently the autograd step
-    assert not native_step("reg=l2")
-    assert not native_step("model=base")
-    assert not native_step("trainer.flat_sgd=false")
+    assert native_on()  # auto: LR under plain SGD
+    assert native_on("reg=filter", "reg.min_count=2")  # a batch transform, no penalty
+    assert native_on(row="wdl") and native_on(row="deepfm")  # their first-order parts
+    assert not native_on(row="pnn")
+    assert not native_on("trainer.native_step=false")
+    assert not native_on("optim=adam")  # auto: silently the autograd step
+    assert not native_on("reg=l2")
+    assert not native_on("trainer.flat_sgd=false")
     for overrides, why in ((["optim=adam"], "the native step is plain SGD's"), (["reg=l2"], "reg=l2 adds a penalty to the loss"),
                            (["model=base"], "the native step exists for model=lr, wdl and deepfm"),
                            (["optim.momentum=0.9"], "the native step is plain SGD's")):
@@ -141,7 +144,7 @@ def test_where_it_applies(tiny_dataset, tmp_path):
 def test_without_the_native_library(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(native, "library", lambda: None)
     monkeypatch.setattr(native, "unavailable_reason", lambda: "no C compiler found ($CC, cc, gcc or clang)")
-    assert fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR).native_step is None  # auto: a warning, autograd
+    assert not fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR).native_tables  # auto: a warning, autograd
     with pytest.raises(ConfigError, match=r"the native kernels are unavailable: no C compiler found.*; use auto or false"):
         fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, "trainer.native_step=true")
 
@@ -149,7 +152,7 @@ def test_without_the_native_library(tiny_dataset, tmp_path, monkeypatch):
 @pytest.mark.parametrize("fault", ["nan_at_step", "nan_grad_at_step"])
 def test_a_non_finite_step_stops_training_with_the_weights_as_they_were(tiny_dataset, tmp_path, fault):
     t = fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR, f"trainer.fault_injection.{fault}=3")
-    assert t.native_step is not None
+    assert t.native_lr is not None
     batches = iter(t.train_batches)
     for _ in range(2):
         t.train_step(next(batches)[1])
@@ -160,8 +163,8 @@ def test_a_non_finite_step_stops_training_with_the_weights_as_they_were(tiny_dat
         t.train_step(next(batches)[1])
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, before[k])
-    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.rows.grads if g is not None)  # the scratch is clean again
-    assert all(int(m.count_nonzero()) == 0 for m in t.native_step.rows.marks if m is not None)
+    assert all(int(g.count_nonzero()) == 0 for g in t.native_lr.rows.grads if g is not None)  # the scratch is clean again
+    assert all(int(m.count_nonzero()) == 0 for m in t.native_lr.rows.marks if m is not None)
 
 
 def test_an_id_outside_a_table_is_refused_and_changes_nothing(tiny_dataset, tmp_path):
@@ -174,7 +177,7 @@ def test_an_id_outside_a_table_is_refused_and_changes_nothing(tiny_dataset, tmp_
         t.train_step(batch)
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, before[k])
-    assert all(int(g.count_nonzero()) == 0 for g in t.native_step.rows.grads if g is not None)
+    assert all(int(g.count_nonzero()) == 0 for g in t.native_lr.rows.grads if g is not None)
 
 
 def test_a_run_records_its_step(tiny_dataset, tmp_path):
@@ -190,7 +193,7 @@ def test_a_run_records_its_step(tiny_dataset, tmp_path):
     base = Trainer(compose_train("+debug=fast", "device=cpu", "model=din", "trainer.max_steps=2", f"paths.data_dir={tmp_path / 'data'}"),
                    tmp_path / "din")
     base.setup(tiny_dataset)
-    assert base.native_step is None
+    assert not base.native_tables and base.native_lr is None
     assert native_step.why_not(base.model, base.optimizer, base.reg, base.device, None) == ""
 
 

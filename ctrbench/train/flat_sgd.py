@@ -123,8 +123,8 @@ class FlatSGD(torch.optim.SGD):
             for p in group["params"]:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=alpha)
-            for rows in self.native_rows:
-                rows.apply(alpha)
+        for rows in self.native_rows:  # (only with one param group: native_step.why_not)
+            rows.apply(-float(self.param_groups[0]["lr"]) * self.clip_coef)
         self.clip_coef = 1.0
         return loss
 

@@ -159,7 +159,7 @@ class Trainer:
         # FlatSGD: LR's whole step, Wide&Deep's and DeepFM's first-order parts
         self.native_tables = native_step.resolve(t.get("native_step", "auto"), self.model, self.optimizer, self.reg, self.device,
                                                  self.amp_dtype)
-        self.native_step = native_step.attach(self.model, self.optimizer) if self.native_tables else None
+        self.native_lr = native_step.attach(self.model, self.optimizer) if self.native_tables else None
         # mostly padded training batches on their real positions (nn/layers.py: packed_positions)
         self.pack_histories = resolve_pack_histories(t.get("pack_histories", "auto"), int(t.bucket or 0))
         # DIEN's recurrences as native loops in training (nn/csrc/gru_scan.c)
@@ -247,7 +247,7 @@ class Trainer:
         """One optimizer step; returns the loss. The loss (and the gradient norm, when
         ``trainer.grad_clip`` computes it) is read once, before the optimizer step, so a non-finite
         value stops training with the weights as they were."""
-        if self.native_step is not None:
+        if self.native_lr is not None:
             return self.native_train_step(batch)
         batch = self.reg.transform(batch, training=True).to_device(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -301,23 +301,23 @@ class Trainer:
         checks and the same update, computed by two native calls."""
         batch = self.reg.transform(batch, training=True)
         step = self.progress.step + 1
-        value, sumsq = self.native_step.gradients(batch)
+        value, sumsq = self.native_lr.gradients(batch)
         if self.faults and self.faults.get("nan_at_step") == step:  # testing hooks
             value = float("nan")
         poisoned = bool(self.faults) and self.faults.get("nan_grad_at_step") == step  # a NaN gradient: its norm and its update
         if poisoned:
             sumsq = float("nan")
         if not math.isfinite(value):
-            self.native_step.discard()
+            self.native_lr.discard()
             raise self.diverged(step, f"the loss became {value}")
         coef = 1.0
         if self.grad_clip:  # FlatSGD.clip_grad_norm_'s factor
             norm = math.sqrt(sumsq)
             if not math.isfinite(norm):
-                self.native_step.discard()
+                self.native_lr.discard()
                 raise self.diverged(step, f"the gradient norm became {norm}", f" (loss {value:.4g})")
             coef = min(1.0, self.grad_clip / (norm + 1e-6))
-        self.native_step.apply(float("nan") if poisoned else -float(self.optimizer.param_groups[0]["lr"]) * coef)
+        self.native_lr.apply(float("nan") if poisoned else -float(self.optimizer.param_groups[0]["lr"]) * coef)
         self.optimizer._opt_called = True  # what torch's wrapped optimizer.step() sets: the scheduler's order check
         self.scheduler.step()
         return value
@@ -667,7 +667,7 @@ class Trainer:
             # trainer.flat_sgd, and Adam's row-wise step (trainer.sparse_embeddings=true): same updates, rounding only
             "optimizer_step": "flat" if self.flat is not None else ("row_adam" if isinstance(self.optimizer, row_adam.RowAdam) else "torch"),
             # trainer.native_step: LR's whole step, or the first-order tables', natively (same updates; rounding only)
-            "training_step": ("native_lr" if self.native_step is not None else "native_first_order") if self.native_tables else "autograd",
+            "training_step": ("native_lr" if self.native_lr is not None else "native_first_order") if self.native_tables else "autograd",
             "pack_histories": self.pack_histories,  # trainer.pack_histories (same values; rounding only)
             "compile_packed": self.compile_packed,  # trainer.compile_packed: the packed layers under torch.compile (rounding only)
             # trainer.native_recurrence: how a model with recurrences (DIEN) ran them in training (same values; rounding only)
