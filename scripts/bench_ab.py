@@ -17,6 +17,7 @@ compared this way: use ``scripts/bench_table.py --root`` and alternate runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -75,6 +76,8 @@ def main() -> None:
 
     for run in runs:
         steps(run, a.warmup)
+    gc.collect()  # as `ctrbench train` before its loop (ctrbench/runtime.py: long_lived_frozen): no first full
+    gc.freeze()   # collection of the set-up's objects (~140 ms) inside one variant's block
     for k in range(a.blocks):
         for run in runs if k % 2 == 0 else runs[::-1]:
             t = time.perf_counter()

@@ -20,6 +20,7 @@ compare two commits side by side by alternating runs of each).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -64,6 +65,8 @@ def main() -> None:
     t0 = None
     for i in range(total):
         if i == a.warmup:
+            gc.collect()  # as `ctrbench train` before its loop (ctrbench/runtime.py: long_lived_frozen): no first full
+            gc.freeze()   # collection of the set-up's objects (~140 ms) inside the timed steps, whichever checkout runs
             t0 = time.perf_counter()
         _, batch = next(it)
         losses.append(trainer.train_step(batch))

@@ -29,6 +29,9 @@ from ctrbench.data.schema import Batch
 from ctrbench.nn import native
 
 
+_BATCH_DTYPES = [torch.int64] * 5 + [torch.bool]
+
+
 class FirstOrderRows:
     """The native gradient of five one-weight tables (``None`` for an absent user table), in the
     kernel's order: target item, target category, history items, history categories, user."""
@@ -69,8 +72,10 @@ class FirstOrderRows:
     def batch_args(batch: Batch) -> tuple[int, int, list[torch.Tensor]]:
         """``(B, L, [item, cate, user, hist_item, hist_cate, hist_mask])``, contiguous, checked."""
         B, L = batch.hist_item.shape
-        ts = [t.contiguous() for t in (batch.item, batch.cate, batch.user, batch.hist_item, batch.hist_cate, batch.hist_mask)]
-        if any(t.dtype != torch.int64 for t in ts[:5]) or ts[5].dtype != torch.bool or any(t.device.type != "cpu" for t in ts):
+        ts = [batch.item, batch.cate, batch.user, batch.hist_item, batch.hist_cate, batch.hist_mask]
+        if not all(t.is_contiguous() for t in ts):  # (the Batcher's are)
+            ts = [t.contiguous() for t in ts]
+        if [t.dtype for t in ts] != _BATCH_DTYPES or batch.hist_mask.is_cuda:
             raise ValueError("FirstOrderRows: a batch's ids must be int64 and its mask bool, on CPU")
         return B, L, ts
 

@@ -46,6 +46,7 @@ from ctrbench.data.prepare import load_dataset
 from ctrbench.data.schema import ProcessedDataset
 from ctrbench.train.compiled import check_compile_available, compile_module, resolve_compile_packed
 from ctrbench.memory_budget import check_memory_budget
+from ctrbench.runtime import long_lived_frozen
 from ctrbench.errors import ConfigError, TrainingDiverged, UserError
 from ctrbench.models.base import CTRModel
 from ctrbench.nn.activations import Dice
@@ -455,7 +456,7 @@ class Trainer:
         p = self.progress
         self._start()
         try:
-            with self._interrupt:
+            with self._interrupt, long_lived_frozen():  # the set-up's objects out of the collector's walks (runtime.py)
                 self._train()
                 if self._interrupt.requested:
                     raise self._interrupted()

@@ -121,6 +121,7 @@ class NativeLRStep:
         self.model = model
         self.rows = FirstOrderRows([getattr(model, name) for name in _LR_TABLES], model.pooling == "mean")
         self.out = (ctypes.c_double * 3)()
+        self.work = torch.empty(0, dtype=torch.float32)  # the kernel's per-sample buffer
         self._g_bias = 0.0
 
     def gradients(self, batch: Batch) -> tuple[float, float]:
@@ -130,7 +131,9 @@ class NativeLRStep:
         B, L, ts = rows.batch_args(batch)
         label = batch.label.to(torch.float32).contiguous()
         w, g, mark, row_lists = rows.pointers()
-        work = torch.empty(B, dtype=torch.float32)
+        if self.work.numel() < B:
+            self.work = torch.empty(B, dtype=torch.float32)
+        work = self.work
         status = rows.lib.ctr_lr_grad_f32(B, L, *(t.data_ptr() for t in ts), label.data_ptr(), rows.mean, self.model.bias.data_ptr(),
                                           w, g, mark, row_lists, rows.n_rows, rows.count, work.data_ptr(), self.out)
         if status != 0:  # nothing was written
