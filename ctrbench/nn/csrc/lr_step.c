@@ -1,7 +1,7 @@
 /* One weight per id under plain SGD: logistic regression's whole training step (models/lr.py; the
    DIN paper's Table 3 LR row: SGD, learning rate 1, batches of 32, the global gradient norm clipped
    at 5) and the first-order part of Wide&Deep and DeepFM (models/fields.py: FirstOrder), with
-   ctrbench/nn/native_first_order.py (FirstOrderRows) and ctrbench/train/lr_step.py:
+   ctrbench/nn/native_first_order.py (FirstOrderRows) and ctrbench/train/native_step.py:
 
        z_b = w_item[i_b] + w_cate[c_b] + pool_j (u_item[h_bj] + u_cate[k_bj]) (+ w_user[u_b])
 
