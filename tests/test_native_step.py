@@ -33,14 +33,16 @@ def test_native_step_trains_as_autograd_does(tiny_dataset, tmp_path, model):
 
 @pytest.mark.parametrize("row", ["wdl", "deepfm"])
 def test_first_order_parts_train_as_autograd_does(tiny_dataset, tmp_path, row):
-    """Wide&Deep's and DeepFM's first-order tables stepped natively (FlatSGD counts and moves their
-    scratch), 30 steps of the table setup each way (DeepFM at lr 0.1: at lr 1 it diverges, in either
+    """Wide&Deep's wide part (first order and crosses) and DeepFM's first order stepped natively
+    (FlatSGD counts and moves their scratch), 30 steps of the table setup each way (DeepFM at lr 0.1: at lr 1 it diverges, in either
     form, and float rounding grows into visible differences within 20 steps)."""
 
     def check(t, native_on):
         parts = native_step.first_order_parts(t.model)
         assert len(parts) == 1 and t.native_lr is None
         assert (parts[0].native_rows is not None) == native_on == bool(t.optimizer.native_rows)
+        if native_on:  # Wide&Deep's whole wide part, its two cross tables included; DeepFM's first order
+            assert (parts[0].native_rows.weights[5] is not None) == (row == "wdl")
 
     lr = ["optim.lr=0.1"] if row == "deepfm" else []
     assert_native_trains_the_same(tiny_dataset, tmp_path, "native_step", "+experiment=din_table3", f"+row=din_table3/{row}", *lr, check=check)
@@ -89,8 +91,9 @@ def test_one_step_from_random_weights_is_autograds(tiny_dataset, tmp_path, clip,
 
 @pytest.mark.parametrize("row", ["wdl", "deepfm"])
 def test_one_clipped_step_of_a_first_order_part_is_autograds(tiny_dataset, tmp_path, row):
-    """From random first-order weights, one step clipped at 0.05: the global norm (FlatSGD's, with the
-    native scratch's share) and every weight as autograd gives them, to float rounding."""
+    """From random weights of the natively stepped part (Wide&Deep: the whole model, crosses
+    included), one step clipped at 0.05: the global norm (FlatSGD's, with the native scratch's share)
+    and every weight as autograd gives them, to float rounding."""
     runs = {}
     for setting in ("true", "false"):
         t = fast_trainer(tiny_dataset, tmp_path / setting, "+experiment=din_table3", f"+row=din_table3/{row}", "trainer.grad_clip=0.05",

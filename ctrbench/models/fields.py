@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
-from ctrbench.nn.native_first_order import FirstOrderRows, first_order_logits
+from ctrbench.nn.native_first_order import HoldsNativeRows, first_order_logits
 from ctrbench.nn.layers import ItemEmbeddings, PackedHistory, field_embedding, masked_pool, mean_rows, packed_history, pool_rows
 
 
@@ -49,7 +49,7 @@ class FieldEmbeddings(nn.Module):
         return torch.stack([e_t[:, :d], e_t[:, d:], pooled[:, :d], pooled[:, d:], *profile], dim=1)
 
 
-class FirstOrder(nn.Module):
+class FirstOrder(HoldsNativeRows, nn.Module):
     """sum of one weight per id: target item, target category, and the mean over real history
     positions of history-item and history-category weights (+ user), plus a bias.
 
@@ -57,8 +57,6 @@ class FirstOrder(nn.Module):
     a ``FirstOrderRows``: in training the logit is then one native call forward and one backward,
     whose table gradients go to that object's scratch for the optimizer (nn/native_first_order.py);
     the same values up to float rounding. None for a module built alone and in evaluation."""
-
-    native_rows: FirstOrderRows | None = None
 
     def __init__(self, vocab: Vocab, use_user: bool = False) -> None:
         super().__init__()
@@ -71,12 +69,6 @@ class FirstOrder(nn.Module):
             if t is not None:
                 nn.init.zeros_(t.weight)
         self.bias = nn.Parameter(torch.zeros(1))
-
-    def __getstate__(self):
-        """A copy or a pickle of the module leaves its ``native_rows`` (a run's buffers) behind."""
-        state = dict(super().__getstate__())
-        state.pop("native_rows", None)
-        return state
 
     def tables(self) -> list[nn.Embedding | None]:
         """target item, target category, history items, history categories, user (or None)."""

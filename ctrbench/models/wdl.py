@@ -27,9 +27,14 @@ from ctrbench.models.embedding_mlp import BaseModel
 from ctrbench.models.fields import FirstOrder
 from ctrbench.nn.activations import ActFactory
 from ctrbench.nn.layers import masked_pool, mean_rows, packed_history
+from ctrbench.nn.native_first_order import HoldsNativeRows, first_order_logits
 
 
-class WideDeep(CTRModel):
+class WideDeep(HoldsNativeRows, CTRModel):
+    """``native_rows`` (set per run by the trainer, ``trainer.native_step``, under plain SGD on CPU):
+    in training the whole wide part, first order and crosses, is one native call forward and one
+    backward (nn/native_first_order.py), the same values up to float rounding; None otherwise."""
+
     def __init__(
         self,
         vocab: Vocab,
@@ -56,6 +61,9 @@ class WideDeep(CTRModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         packed = packed_history(batch, self.pack_histories)  # one for the wide and the deep part
+        if self.native_rows is not None and self.training:  # the wide part in native calls
+            wide = first_order_logits(self.native_rows, self.linear.bias, batch)
+            return ModelOutput(logits=wide + self.deep.forward_packed(batch, packed).logits)
         if packed is not None:  # a mostly padded batch on CPU: the history's real positions only (nn/layers.py)
             row = packed.row
             cc = self.cross_cate(self.bucket(batch.cate[row], packed.cate))  # [P, 1]

@@ -2,9 +2,11 @@
 
 LR's weights and the first-order part of Wide&Deep and DeepFM (``models/fields.py: FirstOrder``) are
 five ``[n, 1]`` tables (target item, target category, history items, history categories, and the user
-when used) whose terms add up to one logit per sample:
+when used) whose terms add up to one logit per sample, and Wide&Deep's wide part adds its two cross
+tables (``models/wdl.py``):
 
     z_b = bias + w_item[i_b] + w_cate[c_b] + pool_j (u_item[h_bj] + u_cate[k_bj]) (+ w_user[u_b])
+               (+ mean_j (x_cate[hash(c_b, k_bj)] + x_item[hash(i_b, h_bj)]))
 
 ``FirstOrderRows`` holds what the kernels need for one such set of tables: per table a gradient
 scratch of the table's size (zero between steps), a mark per row and the list of rows a step touched.
@@ -12,7 +14,7 @@ Its gradient never goes through autograd's ``.grad``: the backward adds the batc
 scratch (``backward``), ``FlatSGD`` (train/flat_sgd.py) adds their squared norm to the global norm it
 clips with (``sumsq``) and moves them with its step (``apply``), and ``discard`` clears them.
 
-``first_order_logits`` is the autograd side for a model's first-order part: the forward in one native
+``first_order_logits`` is the autograd side for a model's first-order (wide) part: the forward in one native
 call, and a backward that hands the bias its gradient (``sum_b dz_b``, through autograd: the bias is an
 ordinary dense parameter) and adds the tables' rows to the scratch. ``train/native_step.py`` runs LR's
 whole step on the same buffers without autograd.
@@ -30,16 +32,22 @@ from ctrbench.nn import native
 
 
 _BATCH_DTYPES = [torch.int64] * 5 + [torch.bool]
+_TABLES = 7  # the kernels' table slots: item, category, history item, history category, user, cross category, cross item
 
 
 class FirstOrderRows:
     """The native gradient of five one-weight tables (``None`` for an absent user table), in the
-    kernel's order: target item, target category, history items, history categories, user."""
+    kernel's order: target item, target category, history items, history categories, user; and of
+    Wide&Deep's two cross tables when given."""
 
-    def __init__(self, tables: list[nn.Embedding | None], mean: bool) -> None:
-        weights = [t.weight if t is not None else None for t in tables]
-        if len(weights) != 5 or any(w is None for w in weights[:4]):
+    def __init__(self, tables: list[nn.Embedding | None], mean: bool, crosses: tuple[nn.Embedding, nn.Embedding] | None = None) -> None:
+        """``crosses``: Wide&Deep's (category, item) cross tables (models/wdl.py), whose mean over the
+        history's real positions the logit then includes."""
+        if len(tables) != 5 or any(t is None for t in tables[:4]):
             raise ValueError("FirstOrderRows: expected the item, category, history item and history category tables (and the user's or None)")
+        if crosses is not None and crosses[0].num_embeddings != crosses[1].num_embeddings:
+            raise ValueError("FirstOrderRows: the two cross tables must have the same number of buckets")
+        weights = [t.weight if t is not None else None for t in [*tables, *(crosses or (None, None))]]
         for w in weights:
             if w is not None and (w.dim() != 2 or w.shape[1] != 1 or w.dtype != torch.float32 or not w.is_contiguous()):
                 raise ValueError(f"FirstOrderRows: a table must be a contiguous float32 [n, 1] tensor, got {w.dtype} {tuple(w.shape)}")
@@ -49,8 +57,8 @@ class FirstOrderRows:
         self.grads = [torch.zeros_like(w) if w is not None else None for w in weights]
         self.marks = [torch.zeros(w.shape[0], dtype=torch.uint8) if w is not None else None for w in weights]
         self.rows = [torch.empty(w.shape[0], dtype=torch.int64) if w is not None else None for w in weights]
-        self.n_rows = (ctypes.c_int64 * 5)(*[w.shape[0] if w is not None else 0 for w in weights])
-        self.count = (ctypes.c_int64 * 5)()
+        self.n_rows = (ctypes.c_int64 * _TABLES)(*[w.shape[0] if w is not None else 0 for w in weights])
+        self.count = (ctypes.c_int64 * _TABLES)()
         self.out = (ctypes.c_double * 3)()
         self._sumsq = 0.0
         self._key: tuple = ()
@@ -62,7 +70,7 @@ class FirstOrderRows:
         key = tuple(w.data_ptr() if w is not None else 0 for w in self.weights)
         if key != self._key:
             def arr(ts):
-                return (ctypes.c_void_p * 5)(*[t.data_ptr() if t is not None else None for t in ts])
+                return (ctypes.c_void_p * _TABLES)(*[t.data_ptr() if t is not None else None for t in ts])
 
             self._key = key
             self._ptrs = (arr(self.weights), arr(self.grads), arr(self.marks), arr(self.rows))
@@ -116,6 +124,19 @@ class FirstOrderRows:
         w, g, mark, rows = self.pointers()
         self.lib.ctr_fo_apply_f32(update, alpha, w, g, mark, rows, self.count, bias.data_ptr() if bias is not None else None, g_bias)
         self._sumsq = 0.0
+
+
+class HoldsNativeRows:
+    """A module mixin: ``native_rows``, a ``FirstOrderRows`` that the trainer sets per run (None
+    otherwise), which a copy or a pickle of the module leaves behind (its buffers belong to the run;
+    the copy computes with torch ops, the same values)."""
+
+    native_rows: FirstOrderRows | None = None
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("native_rows", None)
+        return state
 
 
 class _FirstOrderLogits(torch.autograd.Function):

@@ -16,8 +16,9 @@ and the update reads. The kernels are ``nn/csrc/lr_step.c``, the buffers
      leaving the weights as they were) and computes the clipping factor c = min(1, max_norm /
      (norm + 1e-6)) as ``FlatSGD.clip_grad_norm_`` does;
   3. ``apply(alpha)``: W <- W + alpha g on those rows and the bias, alpha = -lr c; the scratch cleared.
-- **Wide&Deep, DeepFM**: their ``FirstOrder`` part gets a ``FirstOrderRows`` (``native_rows``): in
-  training its logit is one native call forward and one backward, which adds the tables' rows to the
+- **Wide&Deep, DeepFM**: Wide&Deep's whole wide part (its ``FirstOrder`` tables and its two cross
+  tables) and DeepFM's ``FirstOrder`` part get a ``FirstOrderRows`` (``native_rows``): in training
+  their logit is one native call forward and one backward, which adds the tables' rows to the
   scratch (the bias gets its gradient through autograd), and ``FlatSGD`` counts the scratch in the
   global norm, moves its rows in its step and clears it in ``zero_grad``.
 
@@ -45,6 +46,7 @@ from ctrbench.data.schema import Batch
 from ctrbench.errors import ConfigError
 from ctrbench.models.fields import FirstOrder
 from ctrbench.models.lr import LR
+from ctrbench.models.wdl import WideDeep
 from ctrbench.nn import native
 from ctrbench.nn.native_first_order import FirstOrderRows
 from ctrbench.train.build import auto_setting
@@ -56,9 +58,12 @@ log = logging.getLogger("ctrbench")
 _LR_TABLES = ("w_item", "w_cate", "u_item", "u_cate", "w_user")  # the kernel's order
 
 
-def first_order_parts(model: torch.nn.Module) -> list[FirstOrder]:
-    """The model's ``FirstOrder`` parts (Wide&Deep's and DeepFM's wide side)."""
-    return [m for m in model.modules() if type(m) is FirstOrder]
+def first_order_parts(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules whose one-weight tables step natively: a ``WideDeep`` (its wide part: first order
+    and crosses) and the ``FirstOrder`` parts outside one (DeepFM's)."""
+    wide = [m for m in model.modules() if type(m) is WideDeep]
+    inside = {id(m.linear) for m in wide}
+    return wide + [m for m in model.modules() if type(m) is FirstOrder and id(m) not in inside]
 
 
 def why_not(model: torch.nn.Module, optimizer: torch.optim.Optimizer, reg: Regularizer, device: torch.device,
@@ -108,7 +113,10 @@ def attach(model: torch.nn.Module, optimizer: FlatSGD) -> "NativeLRStep | None":
     if type(model) is LR:
         return NativeLRStep(model)
     for part in first_order_parts(model):
-        part.native_rows = FirstOrderRows(part.tables(), mean=True)
+        if type(part) is WideDeep:  # its first order and its crosses: the whole wide part
+            part.native_rows = FirstOrderRows(part.linear.tables(), mean=True, crosses=(part.cross_cate, part.cross_item))
+        else:
+            part.native_rows = FirstOrderRows(part.tables(), mean=True)
         optimizer.native_rows.append(part.native_rows)
     return None
 

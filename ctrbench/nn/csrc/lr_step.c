@@ -4,9 +4,13 @@
    ctrbench/nn/native_first_order.py (FirstOrderRows) and ctrbench/train/native_step.py:
 
        z_b = w_item[i_b] + w_cate[c_b] + pool_j (u_item[h_bj] + u_cate[k_bj]) (+ w_user[u_b])
+             (+ mean_j (x_cate[hash(c_b, k_bj)] + x_item[hash(i_b, h_bj)]))
 
    pool: the mean (or the sum) over the history's real positions (mask true; an empty history pools
-   to 0). The five tables are [n, 1] float32 weights, in that order; an absent user table is NULL.
+   to 0). The last line is Wide&Deep's crosses (models/wdl.py): hash(a, b) = (a * 1,000,003 + b) mod
+   the tables' n_buckets rows, averaged over the real positions. The seven tables are [n, 1] float32
+   weights, in that order; an absent user table, and the cross tables of a model without crosses,
+   are NULL.
 
    ctr_fo_forward_f32:  z_b (+ bias, as the caller's models add it first).
    ctr_fo_backward_f32: given dz_b, each table's gradient summed into a zeroed scratch buffer of the
@@ -29,7 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FO_TABLES 5 /* w_item, w_cate, u_item, u_cate, w_user (absent: NULL) */
+#define FO_TABLES 7 /* w_item, w_cate, u_item, u_cate, w_user, x_cate, x_item (absent: NULL) */
+#define CROSS_MUL 1000003 /* models/wdl.py: WideDeep.bucket */
 
 static int ids_in_range(const int64_t *ids, int64_t n, int64_t rows, const uint8_t *mask) {
     for (int64_t k = 0; k < n; k++)
@@ -48,7 +53,7 @@ static int fo_ids_in_range(int64_t B, int64_t L, const int64_t *item, const int6
 /* z_b = bias + the first-order terms, in the models' order of additions. */
 static void fo_forward(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
                        const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
-                       float bias, void **w, float *z) {
+                       float bias, void **w, const int64_t *n_rows, float *z) {
     const float *wi = w[0], *wc = w[1], *ui = w[2], *uc = w[3], *wu = w[4];
     for (int64_t b = 0; b < B; b++) {
         const int64_t *hi = hist_item + b * L, *hc = hist_cate + b * L;
@@ -64,6 +69,15 @@ static void fo_forward(int64_t B, int64_t L, const int64_t *item, const int64_t 
         if (mean && n > 0) pooled /= (float)n;
         t += pooled;
         if (wu != NULL) t += wu[user[b]];
+        if (w[5] != NULL) { /* Wide&Deep's crosses, averaged over the real positions */
+            const float *xc = w[5], *xi = w[6];
+            const int64_t nb = n_rows[5];
+            float crosses = 0.0f;
+            for (int64_t j = 0; j < L; j++)
+                if (m[j]) crosses += xc[(cate[b] * CROSS_MUL + hc[j]) % nb] + xi[(item[b] * CROSS_MUL + hi[j]) % nb];
+            if (n > 0) crosses /= (float)n;
+            t += crosses;
+        }
         z[b] = t;
     }
 }
@@ -79,7 +93,8 @@ static inline void add_row(float *g, uint8_t *mark, int64_t *rows, int64_t *coun
 /* Accumulates dz into the scratch rows; returns the squared norm of every listed row. */
 static double fo_backward(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
                           const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
-                          const float *dz, void **w, void **g, void **mark, void **rows, int64_t *count) {
+                          const float *dz, void **w, const int64_t *n_rows, void **g, void **mark, void **rows,
+                          int64_t *count) {
     for (int64_t b = 0; b < B; b++) {
         const int64_t *hi = hist_item + b * L, *hc = hist_cate + b * L;
         const uint8_t *m = mask + b * L;
@@ -88,14 +103,22 @@ static double fo_backward(int64_t B, int64_t L, const int64_t *item, const int64
         add_row(g[1], mark[1], rows[1], &count[1], cate[b], d);
         if (w[4] != NULL) add_row(g[4], mark[4], rows[4], &count[4], user[b], d);
         int64_t n = 0;
-        if (mean)
-            for (int64_t j = 0; j < L; j++) n += m[j] != 0;
+        for (int64_t j = 0; j < L; j++) n += m[j] != 0;
         const float dh = (mean && n > 0) ? d / (float)n : d;
         for (int64_t j = 0; j < L; j++)
             if (m[j]) {
                 add_row(g[2], mark[2], rows[2], &count[2], hi[j], dh);
                 add_row(g[3], mark[3], rows[3], &count[3], hc[j], dh);
             }
+        if (w[5] != NULL && n > 0) { /* the crosses' mean */
+            const int64_t nb = n_rows[5];
+            const float dx = d / (float)n;
+            for (int64_t j = 0; j < L; j++)
+                if (m[j]) {
+                    add_row(g[5], mark[5], rows[5], &count[5], (cate[b] * CROSS_MUL + hc[j]) % nb, dx);
+                    add_row(g[6], mark[6], rows[6], &count[6], (item[b] * CROSS_MUL + hi[j]) % nb, dx);
+                }
+        }
     }
     double sumsq = 0.0;
     for (int t = 0; t < FO_TABLES; t++) {
@@ -112,7 +135,7 @@ int ctr_fo_forward_f32(int64_t B, int64_t L, const int64_t *item, const int64_t 
                        const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
                        const float *bias, void **w, const int64_t *n_rows, float *z) {
     if (!fo_ids_in_range(B, L, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
-    fo_forward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, z);
+    fo_forward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, n_rows, z);
     return 0;
 }
 
@@ -123,7 +146,7 @@ int ctr_fo_backward_f32(int64_t B, int64_t L, const int64_t *item, const int64_t
                         const float *dz, void **w, void **g, void **mark, void **rows, const int64_t *n_rows,
                         int64_t *count, double *out) {
     if (!fo_ids_in_range(B, L, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
-    out[0] = fo_backward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, dz, w, g, mark, rows, count);
+    out[0] = fo_backward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, dz, w, n_rows, g, mark, rows, count);
     return 0;
 }
 
@@ -135,7 +158,7 @@ int ctr_lr_grad_f32(int64_t B, int64_t L, const int64_t *item, const int64_t *ca
                     int64_t mean, const float *bias, void **w, void **g, void **mark, void **rows,
                     const int64_t *n_rows, int64_t *count, float *z, double *out) {
     if (!fo_ids_in_range(B, L, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
-    fo_forward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, z);
+    fo_forward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, n_rows, z);
     double loss = 0.0, g_bias = 0.0;
     const float inv_b = 1.0f / (float)B;
     for (int64_t b = 0; b < B; b++) {
@@ -144,7 +167,7 @@ int ctr_lr_grad_f32(int64_t B, int64_t L, const int64_t *item, const int64_t *ca
         z[b] = (1.0f / (1.0f + expf(-zb)) - y) * inv_b; /* dz_b, in place */
         g_bias += z[b];
     }
-    const double sumsq = fo_backward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, z, w, g, mark, rows, count);
+    const double sumsq = fo_backward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, z, w, n_rows, g, mark, rows, count);
     const float gb = (float)g_bias;
     out[0] = loss / (double)B;
     out[1] = sumsq + (double)gb * gb;
