@@ -206,17 +206,22 @@ class Batcher:
         gathers a few batches at a time this way: the dozen small tensor operations of a gather then
         run once per group instead of once per batch. Batches with negative behaviours are gathered
         one by one (their draws belong to each batch)."""
-        if self.negative_history or len(idxs) < 2:
+        sizes = [len(idx) for idx in idxs]
+        if self.negative_history or len(idxs) < 2 or min(sizes) == 0:
             return [self.gather(idx) for idx in idxs]
         whole = self.gather(torch.cat(idxs))
-        out, start = [], 0
-        for idx in idxs:
-            rows = slice(start, start + len(idx))
-            start = rows.stop
-            cols = slice(0, max(int(whole.hist_len[rows].max()), 1) if len(idx) else 1)
-            # per-sample fields are [B], history fields [B, L]: rows of both, and the history cut to L
-            out.append(whole.map(lambda t: t[rows] if t.dim() == 1 else t[rows, cols]))
-        return out
+        # each batch's longest history (at least 1), for all of them in one call
+        starts = np.cumsum([0, *sizes[:-1]])
+        longest = np.maximum(np.maximum.reduceat(whole.hist_len.numpy(), starts), 1).tolist()
+        # per-sample fields are [B], history fields [B, L]: the rows of each batch (views, split in one
+        # call per field), and its history cut to its own L
+        user, item, cate, label, hist_len = (t.split(sizes) for t in (whole.user, whole.item, whole.cate, whole.label, whole.hist_len))
+        hist_item, hist_cate, hist_mask = (t.split(sizes) for t in (whole.hist_item, whole.hist_cate, whole.hist_mask))
+        return [
+            Batch(user=user[k], item=item[k], cate=cate[k], label=label[k], hist_item=hist_item[k].narrow(1, 0, n),
+                  hist_cate=hist_cate[k].narrow(1, 0, n), hist_mask=hist_mask[k].narrow(1, 0, n), hist_len=hist_len[k])
+            for k, n in enumerate(longest)
+        ]
 
     def negative_behaviours(
         self, hist_item: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
