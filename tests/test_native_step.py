@@ -219,3 +219,20 @@ def test_a_copy_of_a_model_leaves_the_runs_buffers_behind(tiny_dataset, tmp_path
     t.model.train()
     clone.train()
     torch.testing.assert_close(part(batch), native_step.first_order_parts(clone)[0](batch), rtol=1e-6, atol=1e-6)
+
+
+def test_the_batchers_views_are_read_in_place(tiny_dataset, tmp_path):
+    """The Batcher's batches of 32 are views into a group's wider gather: the kernels read their
+    history rows at the group's stride, with no copy, and give what a contiguous copy gives."""
+    from ctrbench.data.schema import Batch
+    from dataclasses import fields
+
+    t = fast_trainer(tiny_dataset, tmp_path / "run", *TABLE3_LR)
+    batch = next(b for _, b in t.train_batches if b.hist_item.stride(0) > b.hist_item.shape[1])
+    rows = t.native_lr.rows
+    B, L, ld, ts = rows.prepare(batch)
+    assert ld == batch.hist_item.stride(0) > L and ts[3].data_ptr() == batch.hist_item.data_ptr()
+    copy = Batch(**{f.name: (None if getattr(batch, f.name) is None else getattr(batch, f.name).contiguous()) for f in fields(batch)})
+    assert rows.prepare(copy)[2] == L
+    part = t.model
+    assert torch.equal(rows.forward(rows.prepare(batch), part.bias), rows.forward(rows.prepare(copy), part.bias))

@@ -34,7 +34,7 @@ _CSRC = Path(__file__).with_name("csrc")
 SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "aux_loss.c",
            _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h", _CSRC / "adam_rows_impl.h", _CSRC / "aux_loss_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 9  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
+ABI = 10  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -157,9 +157,9 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_aux_bwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 5 + [ctypes.c_double] + [vp] * 3
         getattr(lib, f"ctr_aux_fwd_{suffix}").restype = None
         getattr(lib, f"ctr_aux_bwd_{suffix}").restype = None
-    lib.ctr_fo_forward_f32.argtypes = [i64, i64] + [vp] * 6 + [i64] + [vp] * 4
-    lib.ctr_fo_backward_f32.argtypes = [i64, i64] + [vp] * 6 + [i64] + [vp] * 8
-    lib.ctr_lr_grad_f32.argtypes = [i64, i64] + [vp] * 7 + [i64] + [vp] * 9
+    lib.ctr_fo_forward_f32.argtypes = [i64, i64, i64] + [vp] * 6 + [i64] + [vp] * 4
+    lib.ctr_fo_backward_f32.argtypes = [i64, i64, i64] + [vp] * 6 + [i64] + [vp] * 8
+    lib.ctr_lr_grad_f32.argtypes = [i64, i64, i64] + [vp] * 7 + [i64] + [vp] * 9
     for name in ("ctr_fo_forward_f32", "ctr_fo_backward_f32", "ctr_lr_grad_f32"):
         getattr(lib, name).restype = ctypes.c_int  # 0, or 2: an id outside its table
     lib.ctr_fo_apply_f32.argtypes = [i64, ctypes.c_float] + [vp] * 6 + [ctypes.c_float]

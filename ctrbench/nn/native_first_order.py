@@ -59,7 +59,7 @@ class FirstOrderRows:
         self.rows = [torch.empty(w.shape[0], dtype=torch.int64) if w is not None else None for w in weights]
         self.n_rows = (ctypes.c_int64 * _TABLES)(*[w.shape[0] if w is not None else 0 for w in weights])
         self.count = (ctypes.c_int64 * _TABLES)()
-        self.out = (ctypes.c_double * 3)()
+        self.out = (ctypes.c_double * 1)()  # the backward's squared norm
         self._sumsq = 0.0
         self._key: tuple = ()
         self._ptrs: tuple = ()
@@ -77,32 +77,37 @@ class FirstOrderRows:
         return self._ptrs
 
     @staticmethod
-    def batch_args(batch: Batch) -> tuple[int, int, list[torch.Tensor]]:
-        """``(B, L, [item, cate, user, hist_item, hist_cate, hist_mask])``, contiguous, checked."""
+    def prepare(batch: Batch) -> tuple:
+        """The kernels' batch arguments ``(B, L, ld, [item, cate, user, hist_item, hist_cate,
+        hist_mask])``, checked once per step: ``ld``, the history rows' stride. The Batcher's batches
+        are views into a group's wider gather (``Batcher.gather_each``), whose history rows lie
+        ``ld`` apart: taken as they are; anything else is made contiguous."""
         B, L = batch.hist_item.shape
         ts = [batch.item, batch.cate, batch.user, batch.hist_item, batch.hist_cate, batch.hist_mask]
-        if not all(t.is_contiguous() for t in ts):  # (the Batcher's are)
-            ts = [t.contiguous() for t in ts]
         if [t.dtype for t in ts] != _BATCH_DTYPES or batch.hist_mask.is_cuda:
             raise ValueError("FirstOrderRows: a batch's ids must be int64 and its mask bool, on CPU")
-        return B, L, ts
+        strides = {t.stride() for t in ts[3:]}
+        if len(strides) != 1 or next(iter(strides))[1] != 1 or not all(t.is_contiguous() for t in ts[:3]):
+            ts = [t.contiguous() for t in ts]
+            return B, L, L, ts
+        return B, L, ts[3].stride(0), ts
 
-    def forward(self, batch: Batch, bias: torch.Tensor) -> torch.Tensor:
-        """z [B] (float32, no autograd)."""
-        B, L, ts = self.batch_args(batch)
+    def forward(self, args: tuple, bias: torch.Tensor) -> torch.Tensor:
+        """z [B] (float32, no autograd) of the batch ``prepare`` gave ``args`` of."""
+        B, L, ld, ts = args
         z = torch.empty(B, dtype=torch.float32)
-        status = self.lib.ctr_fo_forward_f32(B, L, *(t.data_ptr() for t in ts), self.mean, bias.data_ptr(), self.pointers()[0],
+        status = self.lib.ctr_fo_forward_f32(B, L, ld, *(t.data_ptr() for t in ts), self.mean, bias.data_ptr(), self.pointers()[0],
                                              self.n_rows, z.data_ptr())
         if status != 0:
             raise ValueError("FirstOrderRows: a batch holds an id outside its table")
         return z
 
-    def backward(self, batch: Batch, dz: torch.Tensor) -> None:
+    def backward(self, args: tuple, dz: torch.Tensor) -> None:
         """Adds the tables' gradient for ``dz`` [B] into the scratch."""
-        B, L, ts = self.batch_args(batch)
+        B, L, ld, ts = args
         dz = dz.to(torch.float32).contiguous()
         w, g, mark, rows = self.pointers()
-        status = self.lib.ctr_fo_backward_f32(B, L, *(t.data_ptr() for t in ts), self.mean, dz.data_ptr(), w, g, mark, rows,
+        status = self.lib.ctr_fo_backward_f32(B, L, ld, *(t.data_ptr() for t in ts), self.mean, dz.data_ptr(), w, g, mark, rows,
                                               self.n_rows, self.count, self.out)
         if status != 0:
             raise ValueError("FirstOrderRows: a batch holds an id outside its table")
@@ -110,7 +115,7 @@ class FirstOrderRows:
 
     def sumsq(self) -> float:
         """The squared norm of the gradient in the scratch (0 when empty)."""
-        return self._sumsq if any(self.count) else 0.0
+        return self._sumsq
 
     def apply(self, alpha: float, bias: torch.Tensor | None = None, g_bias: float = 0.0) -> None:
         """W <- W + alpha g over the scratch's rows (and ``bias`` by alpha ``g_bias``); the scratch cleared."""
@@ -142,12 +147,12 @@ class HoldsNativeRows:
 class _FirstOrderLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bias, rows: FirstOrderRows, batch: Batch):
-        ctx.rows, ctx.batch = rows, batch
-        return rows.forward(batch, bias)
+        ctx.rows, ctx.args = rows, rows.prepare(batch)
+        return rows.forward(ctx.args, bias)
 
     @staticmethod
     def backward(ctx, dz):
-        ctx.rows.backward(ctx.batch, dz)
+        ctx.rows.backward(ctx.args, dz)
         return dz.sum().reshape(1), None, None
 
 

@@ -136,13 +136,13 @@ class NativeLRStep:
         """The step's mean loss and squared global gradient norm; the gradients wait in the scratch
         buffers for ``apply`` or ``discard``."""
         rows = self.rows
-        B, L, ts = rows.batch_args(batch)
+        B, L, ld, ts = rows.prepare(batch)
         label = batch.label.to(torch.float32).contiguous()
         w, g, mark, row_lists = rows.pointers()
         if self.work.numel() < B:
             self.work = torch.empty(B, dtype=torch.float32)
         work = self.work
-        status = rows.lib.ctr_lr_grad_f32(B, L, *(t.data_ptr() for t in ts), label.data_ptr(), rows.mean, self.model.bias.data_ptr(),
+        status = rows.lib.ctr_lr_grad_f32(B, L, ld, *(t.data_ptr() for t in ts), label.data_ptr(), rows.mean, self.model.bias.data_ptr(),
                                           w, g, mark, row_lists, rows.n_rows, rows.count, work.data_ptr(), self.out)
         if status != 0:  # nothing was written
             raise ValueError("NativeLRStep: a batch holds an id outside its table")

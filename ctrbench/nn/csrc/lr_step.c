@@ -7,7 +7,8 @@
              (+ mean_j (x_cate[hash(c_b, k_bj)] + x_item[hash(i_b, h_bj)]))
 
    pool: the mean (or the sum) over the history's real positions (mask true; an empty history pools
-   to 0). The last line is Wide&Deep's crosses (models/wdl.py): hash(a, b) = (a * 1,000,003 + b) mod
+   to 0). The history's ids and mask are [B, L] with rows ld elements apart (the Batcher's batches
+   are views into a group's wider gather). The last line is Wide&Deep's crosses (models/wdl.py): hash(a, b) = (a * 1,000,003 + b) mod
    the tables' n_buckets rows, averaged over the real positions. The seven tables are [n, 1] float32
    weights, in that order; an absent user table, and the cross tables of a model without crosses,
    are NULL.
@@ -42,22 +43,27 @@ static int ids_in_range(const int64_t *ids, int64_t n, int64_t rows, const uint8
     return 1;
 }
 
-static int fo_ids_in_range(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
+static int fo_ids_in_range(int64_t B, int64_t L, int64_t ld, const int64_t *item, const int64_t *cate, const int64_t *user,
                            const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, void **w,
                            const int64_t *n_rows) {
-    return ids_in_range(item, B, n_rows[0], NULL) && ids_in_range(cate, B, n_rows[1], NULL) &&
-           ids_in_range(hist_item, B * L, n_rows[2], mask) && ids_in_range(hist_cate, B * L, n_rows[3], mask) &&
-           (w[4] == NULL || ids_in_range(user, B, n_rows[4], NULL));
+    if (!ids_in_range(item, B, n_rows[0], NULL) || !ids_in_range(cate, B, n_rows[1], NULL) ||
+        (w[4] != NULL && !ids_in_range(user, B, n_rows[4], NULL)))
+        return 0;
+    for (int64_t b = 0; b < B; b++)
+        if (!ids_in_range(hist_item + b * ld, L, n_rows[2], mask + b * ld) ||
+            !ids_in_range(hist_cate + b * ld, L, n_rows[3], mask + b * ld))
+            return 0;
+    return 1;
 }
 
 /* z_b = bias + the first-order terms, in the models' order of additions. */
-static void fo_forward(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
+static void fo_forward(int64_t B, int64_t L, int64_t ld, const int64_t *item, const int64_t *cate, const int64_t *user,
                        const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
                        float bias, void **w, const int64_t *n_rows, float *z) {
     const float *wi = w[0], *wc = w[1], *ui = w[2], *uc = w[3], *wu = w[4];
     for (int64_t b = 0; b < B; b++) {
-        const int64_t *hi = hist_item + b * L, *hc = hist_cate + b * L;
-        const uint8_t *m = mask + b * L;
+        const int64_t *hi = hist_item + b * ld, *hc = hist_cate + b * ld;
+        const uint8_t *m = mask + b * ld;
         float t = bias + wi[item[b]] + wc[cate[b]];
         float pooled = 0.0f;
         int64_t n = 0;
@@ -91,13 +97,13 @@ static inline void add_row(float *g, uint8_t *mark, int64_t *rows, int64_t *coun
 }
 
 /* Accumulates dz into the scratch rows; returns the squared norm of every listed row. */
-static double fo_backward(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
+static double fo_backward(int64_t B, int64_t L, int64_t ld, const int64_t *item, const int64_t *cate, const int64_t *user,
                           const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
                           const float *dz, void **w, const int64_t *n_rows, void **g, void **mark, void **rows,
                           int64_t *count) {
     for (int64_t b = 0; b < B; b++) {
-        const int64_t *hi = hist_item + b * L, *hc = hist_cate + b * L;
-        const uint8_t *m = mask + b * L;
+        const int64_t *hi = hist_item + b * ld, *hc = hist_cate + b * ld;
+        const uint8_t *m = mask + b * ld;
         const float d = dz[b];
         add_row(g[0], mark[0], rows[0], &count[0], item[b], d);
         add_row(g[1], mark[1], rows[1], &count[1], cate[b], d);
@@ -131,34 +137,34 @@ static double fo_backward(int64_t B, int64_t L, const int64_t *item, const int64
 }
 
 /* Returns 0, or 2 when an id lies outside its table (nothing written). */
-int ctr_fo_forward_f32(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
+int ctr_fo_forward_f32(int64_t B, int64_t L, int64_t ld, const int64_t *item, const int64_t *cate, const int64_t *user,
                        const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
                        const float *bias, void **w, const int64_t *n_rows, float *z) {
-    if (!fo_ids_in_range(B, L, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
-    fo_forward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, n_rows, z);
+    if (!fo_ids_in_range(B, L, ld, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
+    fo_forward(B, L, ld, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, n_rows, z);
     return 0;
 }
 
 /* Returns 0, or 2 when an id lies outside its table (nothing written); out[0]: the squared norm of
    the scratch's listed rows after adding this gradient. */
-int ctr_fo_backward_f32(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
+int ctr_fo_backward_f32(int64_t B, int64_t L, int64_t ld, const int64_t *item, const int64_t *cate, const int64_t *user,
                         const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, int64_t mean,
                         const float *dz, void **w, void **g, void **mark, void **rows, const int64_t *n_rows,
                         int64_t *count, double *out) {
-    if (!fo_ids_in_range(B, L, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
-    out[0] = fo_backward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, dz, w, n_rows, g, mark, rows, count);
+    if (!fo_ids_in_range(B, L, ld, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
+    out[0] = fo_backward(B, L, ld, item, cate, user, hist_item, hist_cate, mask, mean, dz, w, n_rows, g, mark, rows, count);
     return 0;
 }
 
 /* LR's step up to the update. Returns 0, or 2 when an id lies outside its table (nothing written);
    out[0]: the mean loss; out[1]: the squared global gradient norm; out[2]: the bias gradient. `z`:
    B floats of working memory. */
-int ctr_lr_grad_f32(int64_t B, int64_t L, const int64_t *item, const int64_t *cate, const int64_t *user,
+int ctr_lr_grad_f32(int64_t B, int64_t L, int64_t ld, const int64_t *item, const int64_t *cate, const int64_t *user,
                     const int64_t *hist_item, const int64_t *hist_cate, const uint8_t *mask, const float *label,
                     int64_t mean, const float *bias, void **w, void **g, void **mark, void **rows,
                     const int64_t *n_rows, int64_t *count, float *z, double *out) {
-    if (!fo_ids_in_range(B, L, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
-    fo_forward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, n_rows, z);
+    if (!fo_ids_in_range(B, L, ld, item, cate, user, hist_item, hist_cate, mask, w, n_rows)) return 2;
+    fo_forward(B, L, ld, item, cate, user, hist_item, hist_cate, mask, mean, bias[0], w, n_rows, z);
     double loss = 0.0, g_bias = 0.0;
     const float inv_b = 1.0f / (float)B;
     for (int64_t b = 0; b < B; b++) {
@@ -167,7 +173,7 @@ int ctr_lr_grad_f32(int64_t B, int64_t L, const int64_t *item, const int64_t *ca
         z[b] = (1.0f / (1.0f + expf(-zb)) - y) * inv_b; /* dz_b, in place */
         g_bias += z[b];
     }
-    const double sumsq = fo_backward(B, L, item, cate, user, hist_item, hist_cate, mask, mean, z, w, n_rows, g, mark, rows, count);
+    const double sumsq = fo_backward(B, L, ld, item, cate, user, hist_item, hist_cate, mask, mean, z, w, n_rows, g, mark, rows, count);
     const float gb = (float)g_bias;
     out[0] = loss / (double)B;
     out[1] = sumsq + (double)gb * gb;
