@@ -17,8 +17,11 @@
    dispatch and autograd bookkeeping whatever its size, and a step is ~20 of them forward and
    backward; here a (row, step) costs ~0.3-0.4 us forward and ~1 us backward (with the input
    projection and its gradients). Rows are stepped 4 at a time so that each
-   weight vector loaded serves 4 products; the weight and bias gradients are summed here, so no
-   per-step tensor (projections, gate gradients) is written out.
+   weight vector loaded serves 4 products (3 vectors of outputs at a time, 12 accumulators); the
+   weight and bias gradients are summed here, so no per-step tensor (projections, gate gradients)
+   is written out: a block of 4 rows keeps its steps' gate gradients and inputs and sums their outer
+   products after its last step, in register tiles (per step, the [3H, H] accumulators would be read
+   and written back every step; DIEN at batch 256: ~12% off a recurrence's forward and backward).
 
    Compiled on first use by ctrbench/nn/native.py (cc -O3 -march=native); float and double. */
 

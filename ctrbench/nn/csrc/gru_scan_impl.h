@@ -21,6 +21,25 @@ static inline void SFX(rows_times)(const REAL *const x[ROWS], int64_t K, const V
                                    VEC *const out[ROWS]) {
     const VEC zero = {0};
     int64_t v = 0;
+    for (; v + 3 <= PV; v += 3) {
+        VEC a00 = bias ? bias[v] : zero, a01 = bias ? bias[v + 1] : zero, a02 = bias ? bias[v + 2] : zero;
+        VEC a10 = a00, a11 = a01, a12 = a02, a20 = a00, a21 = a01, a22 = a02, a30 = a00, a31 = a01, a32 = a02;
+        for (int64_t k = 0; k < K; k++) {
+            const VEC w0 = Wv[k * PV + v], w1 = Wv[k * PV + v + 1], w2 = Wv[k * PV + v + 2];
+            REAL xk = x[0][k];
+            a00 += xk * w0; a01 += xk * w1; a02 += xk * w2;
+            xk = x[1][k];
+            a10 += xk * w0; a11 += xk * w1; a12 += xk * w2;
+            xk = x[2][k];
+            a20 += xk * w0; a21 += xk * w1; a22 += xk * w2;
+            xk = x[3][k];
+            a30 += xk * w0; a31 += xk * w1; a32 += xk * w2;
+        }
+        out[0][v] = a00; out[0][v + 1] = a01; out[0][v + 2] = a02;
+        out[1][v] = a10; out[1][v + 1] = a11; out[1][v + 2] = a12;
+        out[2][v] = a20; out[2][v + 1] = a21; out[2][v + 2] = a22;
+        out[3][v] = a30; out[3][v + 1] = a31; out[3][v + 2] = a32;
+    }
     for (; v + 2 <= PV; v += 2) {
         VEC a00 = bias ? bias[v] : zero, a01 = bias ? bias[v + 1] : zero;
         VEC a10 = a00, a11 = a01, a20 = a00, a21 = a01, a30 = a00, a31 = a01;
@@ -158,12 +177,50 @@ static inline REAL SFX(dot)(const REAL *a, const REAL *b, int64_t n) {
     return s;
 }
 
-/* acc[k][0..PV) += sum_r dp[r][k] hv[r][0..PV), for k < K: the rows' outer products d_p_t h_{t-1}^T. */
-static inline void SFX(outer_add)(const REAL *const dp[ROWS], const VEC *const hv[ROWS], int64_t K, int64_t PV, VEC *acc) {
-    for (int64_t k = 0; k < K; k++) {
-        const REAL d0 = dp[0][k], d1 = dp[1][k], d2 = dp[2][k], d3 = dp[3][k];
-        VEC *a = acc + k * PV;
-        for (int64_t v = 0; v < PV; v++) a[v] += d0 * hv[0][v] + d1 * hv[1][v] + d2 * hv[2][v] + d3 * hv[3][v];
+/* out[k0 + q][v0 + j] += sum_{i < n} d[i][k0 + q] hv[i][v0 + j] for q < NK, j < NV (vectors): one tile of
+   a block's weight gradient, its NK x NV accumulators in registers over the block's n (step, row) pairs. */
+static inline __attribute__((always_inline)) void SFX(outer_tile)(int64_t n, int64_t K, const REAL *d, const VEC *hv, int64_t PV,
+                                                                  int64_t k0, int64_t v0, const int NK, const int NV, VEC *out) {
+    const VEC zero = {0};
+    VEC a[4][3];
+    for (int q = 0; q < 4; q++)
+        for (int j = 0; j < 3; j++) a[q][j] = zero;
+    for (int64_t i = 0; i < n; i++) {
+        const VEC *h = hv + i * PV + v0;
+        const REAL *di = d + i * K + k0;
+        const VEC h0 = h[0], h1 = NV > 1 ? h[1] : zero, h2 = NV > 2 ? h[2] : zero;
+        for (int q = 0; q < 4; q++) {
+            if (q >= NK) break;
+            const REAL s = di[q];
+            a[q][0] += s * h0;
+            if (NV > 1) a[q][1] += s * h1;
+            if (NV > 2) a[q][2] += s * h2;
+        }
+    }
+    for (int q = 0; q < NK; q++)
+        for (int j = 0; j < NV; j++) out[(k0 + q) * PV + v0 + j] += a[q][j];
+}
+
+/* out[k][0..PV) += sum_{i < n} d[i][k] hv[i][0..PV), for k < K (d: n rows of K; hv: n rows of PV
+   vectors): a block's weight gradient sum_t d_t h^T as one product over its (step, row) pairs, taken
+   after its steps (per step, the [K][PV] accumulators would be read and written back every step). */
+static void SFX(outer_sum)(int64_t n, int64_t K, const REAL *d, const VEC *hv, int64_t PV, VEC *out) {
+    for (int64_t k0 = 0; k0 < K; k0 += 4) {
+        const int64_t nk = K - k0 < 4 ? K - k0 : 4;
+        for (int64_t v0 = 0; v0 < PV; v0 += 3) {
+            const int64_t nv = PV - v0 < 3 ? PV - v0 : 3;
+            if (nk == 4) {
+                if (nv == 3) SFX(outer_tile)(n, K, d, hv, PV, k0, v0, 4, 3, out);
+                else if (nv == 2) SFX(outer_tile)(n, K, d, hv, PV, k0, v0, 4, 2, out);
+                else SFX(outer_tile)(n, K, d, hv, PV, k0, v0, 4, 1, out);
+            } else {
+                for (int64_t q = 0; q < nk; q++) {
+                    if (nv == 3) SFX(outer_tile)(n, K, d, hv, PV, k0 + q, v0, 1, 3, out);
+                    else if (nv == 2) SFX(outer_tile)(n, K, d, hv, PV, k0 + q, v0, 1, 2, out);
+                    else SFX(outer_tile)(n, K, d, hv, PV, k0 + q, v0, 1, 1, out);
+                }
+            }
+        }
     }
 }
 
@@ -172,39 +229,37 @@ static inline void SFX(outer_add)(const REAL *const dp[ROWS], const VEC *const h
    length), d_W [3H, D] = sum_t d_xs_t x_t^T and d_bx [3H] = sum_t d_xs_t (d_xs_t: the gradient of
    the input projection), d_U [3H, H] = sum_t d_p_t h_{t-1}^T and d_bh [3H] = sum_t d_p_t (d_p_t:
    of U h_{t-1} + bh), and d_g0 / d_g1 [B, T] (0 past a row's length); d_bx, d_bh, d_g0 and d_g1
-   when not NULL. W is [3H, D], U [3H, H]. The sums over steps are taken per block of ROWS rows,
-   then over blocks. */
+   when not NULL. W is [3H, D], U [3H, H]. The steps of a block of ROWS rows keep their d_p_t,
+   d_xs_t, h_{t-1} and x_t; the block's sums over its steps are taken after them (outer_sum), then
+   added over blocks. */
 int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, const REAL *Wm, const REAL *U,
                      const REAL *g0, const REAL *g1, const int64_t *len, const int64_t *order, const REAL *h_seq,
                      const REAL *ur, const REAL *cs, const REAL *hpc, const REAL *grad_seq, const REAL *grad_last,
                      REAL *d_x, REAL *d_W, REAL *d_bx, REAL *d_U, REAL *d_bh, REAL *d_g0, REAL *d_g1) {
-    const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H + W - 1) / W, PD = (D + W - 1) / W;
+    const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H + W - 1) / W, PD = (D + W - 1) / W, NP = (T > 0 ? T : 1) * ROWS;
     const int agru = g0 != NULL && g1 == NULL;
     VEC *Uv = SFX(padded)(U, H3, H, PV), *Wv = SFX(padded)(Wm, H3, D, PD);
     VEC *back = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC)), *dxo = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PD) * sizeof(VEC));
-    VEC *hv = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC)); /* h_{t-1} of each row, padded */
-    VEC *xv = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PD) * sizeof(VEC)); /* x_t of each row, padded */
-    VEC *dU_blk = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC)), *dU_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC));
-    VEC *dW_blk = aligned_alloc(sizeof(VEC), (size_t)(H3 * PD) * sizeof(VEC)), *dW_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PD) * sizeof(VEC));
+    /* a block's (step, row) pairs: h_{t-1} and x_t padded to whole vectors (the padding lanes stay 0), d_p_t and d_xs_t */
+    VEC *hb = aligned_alloc(sizeof(VEC), (size_t)(NP * PV) * sizeof(VEC)), *xb = aligned_alloc(sizeof(VEC), (size_t)(NP * PD) * sizeof(VEC));
+    REAL *dpb = malloc((size_t)(NP * H3) * sizeof(REAL)), *dxb = malloc((size_t)(NP * H3) * sizeof(REAL));
+    VEC *dU_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PV) * sizeof(VEC)), *dW_all = aligned_alloc(sizeof(VEC), (size_t)(H3 * PD) * sizeof(VEC));
     REAL *zero = calloc((size_t)H3, sizeof(REAL)), *dh = malloc((size_t)(ROWS * H) * sizeof(REAL));
     REAL *dhn = malloc((size_t)(ROWS * H) * sizeof(REAL)), *due = malloc((size_t)H * sizeof(REAL));
-    REAL *dp = malloc((size_t)(ROWS * H3) * sizeof(REAL)), *dxs = malloc((size_t)(ROWS * H3) * sizeof(REAL));
     REAL *sums = calloc((size_t)(4 * H3), sizeof(REAL)); /* d_bh and d_bx: per block, then over blocks */
     int status = 0;
-    if (!Uv || !Wv || !back || !dxo || !hv || !xv || !dU_blk || !dU_all || !dW_blk || !dW_all || !zero || !dh || !dhn || !due || !dp || !dxs || !sums) {
+    if (!Uv || !Wv || !back || !dxo || !hb || !xb || !dpb || !dxb || !dU_all || !dW_all || !zero || !dh || !dhn || !due || !sums) {
         status = 1;
         goto done;
     }
     FLUSH_SUBNORMALS;
     REAL *dbh_blk = sums, *dbh_all = sums + H3, *dbx_blk = sums + 2 * H3, *dbx_all = sums + 3 * H3;
-    memset(hv, 0, (size_t)(ROWS * PV) * sizeof(VEC));
-    memset(xv, 0, (size_t)(ROWS * PD) * sizeof(VEC));
+    memset(hb, 0, (size_t)(NP * PV) * sizeof(VEC));
+    memset(xb, 0, (size_t)(NP * PD) * sizeof(VEC));
     memset(dU_all, 0, (size_t)(H3 * PV) * sizeof(VEC));
     memset(dW_all, 0, (size_t)(H3 * PD) * sizeof(VEC));
     VEC *const out[ROWS] = {back, back + PV, back + 2 * PV, back + 3 * PV};
     VEC *const dx_out[ROWS] = {dxo, dxo + PD, dxo + 2 * PD, dxo + 3 * PD};
-    const VEC *const hvs[ROWS] = {hv, hv + PV, hv + 2 * PV, hv + 3 * PV};
-    const VEC *const xvs[ROWS] = {xv, xv + PD, xv + 2 * PD, xv + 3 * PD};
     for (int64_t b0 = 0; b0 < B; b0 += ROWS) {
         int64_t L[ROWS], row[ROWS];
         const int64_t Lmax = SFX(block_rows)(b0, B, T, len, order, row, L);
@@ -218,17 +273,14 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
                 if (d_g1) memset(d_g1 + i, 0, (size_t)n * sizeof(REAL));
             }
         }
-        memset(dU_blk, 0, (size_t)(H3 * PV) * sizeof(VEC));
-        memset(dW_blk, 0, (size_t)(H3 * PD) * sizeof(VEC));
-        memset(dbh_blk, 0, (size_t)H3 * sizeof(REAL));
-        memset(dbx_blk, 0, (size_t)H3 * sizeof(REAL));
+        int64_t n = 0; /* the block's (step, row) pairs so far */
         for (int64_t t = Lmax - 1; t >= 0; t--) {
             const REAL *dps[ROWS], *dxss[ROWS];
             for (int r = 0; r < ROWS; r++) {
                 dps[r] = dxss[r] = zero;
                 if (t >= L[r]) continue;
                 const int64_t i = row[r] * T + t;
-                REAL *dhr = dh + r * H, *dpr = dp + r * H3, *dxr = dxs + r * H3;
+                REAL *dhr = dh + r * H, *dpr = dpb + n * H3, *dxr = dxb + n * H3;
                 if (grad_seq)
                     for (int64_t j = 0; j < H; j++) dhr[j] += grad_seq[i * H + j];
                 const REAL *u = ur + i * H2, *hp = t > 0 ? h_seq + (i - 1) * H : zero;
@@ -236,18 +288,12 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
                 SFX(bwd_gates)(H, a0, a1, dhr, hp, u, u + H, cs + i * H, hpc + i * H, dxr, dpr, due, dhn + r * H);
                 if (d_g0) d_g0[i] = SFX(dot)(due, NULL, H);
                 if (d_g1) d_g1[i] = SFX(dot)(due, u, H);
-                memcpy((REAL *)(hv + r * PV), hp, (size_t)H * sizeof(REAL));
-                memcpy((REAL *)(xv + r * PD), x + i * D, (size_t)D * sizeof(REAL));
+                memcpy((REAL *)(hb + n * PV), hp, (size_t)H * sizeof(REAL));
+                memcpy((REAL *)(xb + n * PD), x + i * D, (size_t)D * sizeof(REAL));
                 dps[r] = dpr;
                 dxss[r] = dxr;
+                n++;
             }
-            SFX(outer_add)(dps, hvs, H3, PV, dU_blk);  /* d_U += d_p_t h_{t-1}^T */
-            SFX(outer_add)(dxss, xvs, H3, PD, dW_blk); /* d_W += d_xs_t x_t^T */
-            for (int r = 0; r < ROWS; r++)
-                for (int64_t k = 0; k < H3; k++) {
-                    dbh_blk[k] += dps[r][k];
-                    dbx_blk[k] += dxss[r][k];
-                }
             SFX(rows_times)(dps, H3, Uv, PV, NULL, out);     /* the U h_{t-1} path: d_p_t U */
             SFX(rows_times)(dxss, H3, Wv, PD, NULL, dx_out); /* d_x_t = d_xs_t W */
             for (int r = 0; r < ROWS; r++) {
@@ -257,8 +303,15 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
                 memcpy(d_x + (row[r] * T + t) * D, (const REAL *)dx_out[r], (size_t)D * sizeof(REAL));
             }
         }
-        for (int64_t k = 0; k < H3 * PV; k++) dU_all[k] += dU_blk[k];
-        for (int64_t k = 0; k < H3 * PD; k++) dW_all[k] += dW_blk[k];
+        SFX(outer_sum)(n, H3, dpb, hb, PV, dU_all); /* d_U += sum_t d_p_t h_{t-1}^T */
+        SFX(outer_sum)(n, H3, dxb, xb, PD, dW_all); /* d_W += sum_t d_xs_t x_t^T */
+        memset(dbh_blk, 0, (size_t)H3 * sizeof(REAL));
+        memset(dbx_blk, 0, (size_t)H3 * sizeof(REAL));
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < H3; k++) {
+                dbh_blk[k] += dpb[i * H3 + k];
+                dbx_blk[k] += dxb[i * H3 + k];
+            }
         for (int64_t k = 0; k < H3; k++) {
             dbh_all[k] += dbh_blk[k];
             dbx_all[k] += dbx_blk[k];
@@ -272,7 +325,7 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
     if (d_bx) memcpy(d_bx, dbx_all, (size_t)H3 * sizeof(REAL));
     RESTORE_MODE;
 done:
-    free(Uv); free(Wv); free(back); free(dxo); free(hv); free(xv); free(dU_blk); free(dU_all); free(dW_blk); free(dW_all);
-    free(zero); free(dh); free(dhn); free(due); free(dp); free(dxs); free(sums);
+    free(Uv); free(Wv); free(back); free(dxo); free(hb); free(xb); free(dpb); free(dxb); free(dU_all); free(dW_all);
+    free(zero); free(dh); free(dhn); free(due); free(sums);
     return status;
 }
