@@ -85,6 +85,38 @@ def test_native_scan_gradcheck():
 
 
 @needs_library
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_gate_layout_is_the_reordered_copy_bit_for_bit(dtype):
+    """``torch_gates``: the kernel reads nn.GRU's (r, z, n) rows itself (z negated into u) and writes
+    the gradients back in that layout: exactly what the reordered, negated copies of the weights give
+    through the scan's own layout, values and every gradient, to the bit."""
+    torch.manual_seed(1)
+    H, D = 5, 3
+    B, T = len(LENGTHS), max(LENGTHS)
+    x = torch.randn(B, T, D, dtype=dtype)
+    params = [torch.randn(3 * H, D, dtype=dtype), torch.randn(3 * H, dtype=dtype), torch.randn(3 * H, H, dtype=dtype),
+              torch.randn(3 * H, dtype=dtype)]
+    lengths = torch.tensor(LENGTHS)
+    order = torch.cat([torch.arange(H, 2 * H), torch.arange(H), torch.arange(2 * H, 3 * H)])
+    sign = torch.ones(3 * H, dtype=dtype)
+    sign[:H] = -1
+
+    def run(torch_gates: bool):
+        xi = x.clone().requires_grad_()
+        ps = [p.clone().requires_grad_() for p in params]
+        if torch_gates:
+            W, bx, U, bh = ps
+        else:
+            W, bx, U, bh = (p[order] * (sign[:, None] if p.dim() == 2 else sign) for p in ps)
+        h_seq, h_last = NativeGRUScan.apply(xi, W, bx, U, bh, None, None, lengths, torch_gates)
+        g = torch.autograd.grad((h_seq * torch.arange(h_seq.numel(), dtype=dtype).view_as(h_seq).cos()).sum() + h_last.sum(), [xi, *ps])
+        return [h_seq, h_last, *g]
+
+    for got, want in zip(run(True), run(False)):
+        assert torch.equal(got, want)
+
+
+@needs_library
 def test_run_gru_native_is_torchs_gru():
     """The interest extractor: nn.GRU's formula (gates r, z, n; b_hn inside r * (...)) on the native
     scan, values and every gradient (input and the four parameters) in float64."""

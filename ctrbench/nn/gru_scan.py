@@ -118,8 +118,12 @@ class NativeGRUScan(torch.autograd.Function):
     row over its own real positions only:
 
         x [B, T, D], W [3H, D], bx [3H] | None, U [3H, H], bh [3H] | None, g0 / g1 [B, T] | None,
-        lengths [B] (int64)
+        lengths [B] (int64), torch_gates (bool)
         -> h_seq [B, T, H] (h_1..h_T, 0 past a row's length), h_last [B, H] (h at the row's length)
+
+    The gate rows of W, U and the biases are (u, r, c); with ``torch_gates`` they are torch's
+    ``nn.GRU`` layout (r, z, n), z = 1 - u, read and written back in that layout by the kernel
+    (so an ``nn.GRU``'s own parameters go in and get their gradients, no reordered copies).
 
     Steps past a row's length are not run (they would leave the state as it is), so the gradients
     of x, g0 and g1 there are 0. The input projection is taken per step inside the kernel, and the
@@ -128,7 +132,7 @@ class NativeGRUScan(torch.autograd.Function):
     ``native.library()`` must not be None."""
 
     @staticmethod
-    def forward(ctx, x, W, bx, U, bh, g0, g1, lengths):
+    def forward(ctx, x, W, bx, U, bh, g0, g1, lengths, torch_gates: bool = False):
         lib = native.library()
         B, T, D = x.shape
         H = U.shape[1]
@@ -152,14 +156,14 @@ class NativeGRUScan(torch.autograd.Function):
         ur = x.new_empty(B, T, 2 * H) if save else None
         cs = x.new_empty(B, T, H) if save else None
         hpc = x.new_empty(B, T, H) if save else None
-        Wt, Ut = W.t().contiguous(), U.t().contiguous()
         native.check(getattr(lib, f"ctr_gru_fwd_{sfx}")(
-            B, T, H, D, _ptr(x), _ptr(Wt), _ptr(bx), _ptr(Ut), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order),
-            _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc),
+            B, T, H, D, _ptr(x), _ptr(W), _ptr(bx), _ptr(U), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order),
+            _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc), int(bool(torch_gates)),
         ), "GRU recurrence")
         if save:
             ctx.save_for_backward(x, W, U, g0, g1, lengths, order, h_seq, ur, cs, hpc)
             ctx.biases = (bx is not None, bh is not None)
+            ctx.torch_gates = bool(torch_gates)
         return h_seq, h_last
 
     @staticmethod
@@ -178,20 +182,20 @@ class NativeGRUScan(torch.autograd.Function):
         native.check(getattr(native.library(), f"ctr_gru_bwd_{sfx}")(
             B, T, H, D, _ptr(x), _ptr(W), _ptr(U), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(ur),
             _ptr(cs), _ptr(hpc), _ptr(grad_seq), _ptr(grad_last), _ptr(d_x), _ptr(d_W), _ptr(d_bx), _ptr(d_U), _ptr(d_bh),
-            _ptr(d_g0), _ptr(d_g1),
+            _ptr(d_g0), _ptr(d_g1), int(ctx.torch_gates),
         ), "GRU recurrence")
-        return d_x, d_W, d_bx, d_U, d_bh, d_g0, d_g1, None
+        return d_x, d_W, d_bx, d_U, d_bh, d_g0, d_g1, None, None
 
 
 def native_gru_scan(
     x: torch.Tensor, W: torch.Tensor, bx: torch.Tensor | None, U: torch.Tensor, bh: torch.Tensor | None,
-    g0: torch.Tensor | None, g1: torch.Tensor | None, lengths: torch.Tensor,
+    g0: torch.Tensor | None, g1: torch.Tensor | None, lengths: torch.Tensor, torch_gates: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``NativeGRUScan`` outside autocast, in U's dtype (as ``attentional_gru_scan``)."""
     dtype = U.dtype
     with torch.autocast(x.device.type, enabled=False):
         cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-        return NativeGRUScan.apply(x.to(dtype), cast(W), cast(bx), U, cast(bh), cast(g0), cast(g1), lengths)
+        return NativeGRUScan.apply(x.to(dtype), cast(W), cast(bx), U, cast(bh), cast(g0), cast(g1), lengths, torch_gates)
 
 
 def native_usable(x: torch.Tensor) -> bool:

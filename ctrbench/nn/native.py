@@ -34,7 +34,7 @@ _CSRC = Path(__file__).with_name("csrc")
 SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "aux_loss.c",
            _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h", _CSRC / "adam_rows_impl.h", _CSRC / "aux_loss_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 10  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
+ABI = 11  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -143,8 +143,8 @@ def library() -> ctypes.CDLL | None:
         return None
     vp, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in ("f32", "f64"):
-        getattr(lib, f"ctr_gru_fwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 14
-        getattr(lib, f"ctr_gru_bwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 20
+        getattr(lib, f"ctr_gru_fwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 14 + [i64]
+        getattr(lib, f"ctr_gru_bwd_{suffix}").argtypes = [i64, i64, i64, i64] + [vp] * 20 + [i64]
         getattr(lib, f"ctr_gru_fwd_{suffix}").restype = ctypes.c_int  # 0, or 1: out of memory
         getattr(lib, f"ctr_gru_bwd_{suffix}").restype = ctypes.c_int
         getattr(lib, f"ctr_dice_fwd_{suffix}").argtypes = [i64, i64, vp, vp, ctypes.c_double, ctypes.c_double] + [vp] * 5

@@ -59,15 +59,10 @@ def native_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
         n    = tanh(W_in x + b_in + r * (W_hn h + b_hn));   h' = (1 - z) n + z h = h + (1 - z)(n - h)
 
     which is the scan's plain GRU (u' = u) with u = 1 - z = sigmoid(-(...)): its gate rows
-    (u, r, c) are (-z rows, r rows, n rows) of torch's weights and biases."""
-    H = gru.hidden_size
-    sign = x.new_ones(3 * H, 1)
-    sign[:H] = -1.0
-    order = torch.cat([torch.arange(H, 2 * H), torch.arange(H), torch.arange(2 * H, 3 * H)]).to(x.device)
-    w_ih, w_hh = gru.weight_ih_l0[order] * sign, gru.weight_hh_l0[order] * sign
-    b_ih, b_hh = gru.bias_ih_l0[order] * sign[:, 0], gru.bias_hh_l0[order] * sign[:, 0]
-    h_seq, _ = native_gru_scan(x, w_ih, b_ih, w_hh, b_hh, None, None, lengths)
-    return h_seq
+    (u, r, c) are (-z rows, r rows, n rows) of torch's weights and biases, which the kernel reads
+    (and writes the gradients back) in torch's layout (``torch_gates``)."""
+    return native_gru_scan(x, gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0, None, None, lengths,
+                           torch_gates=True)[0]
 
 
 def masked_softmax(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -67,28 +67,45 @@ static inline void SFX(rows_times)(const REAL *const x[ROWS], int64_t K, const V
     }
 }
 
-/* A [rows][cols] matrix as [rows][PV] vectors, zero-padded; NULL when out of memory. */
-static VEC *SFX(padded)(const REAL *m, int64_t rows, int64_t cols, int64_t PV) {
-    VEC *out = aligned_alloc(sizeof(VEC), (size_t)(rows * PV) * sizeof(VEC) + sizeof(VEC));
+/* The scan's gate row j (of 3H, in its order u, r, c) in a weight the caller holds in its layout:
+   the same row (torch_gates 0), or the row of torch's nn.GRU, whose gates are (r, z, n) with
+   z = 1 - u (torch_gates 1): u's rows are z's, negated (sigmoid(-p) = 1 - sigmoid(p)). */
+static inline int64_t SFX(gate_row)(int64_t j, int64_t H, int64_t torch_gates) {
+    return !torch_gates ? j : (j < H ? j + H : (j < 2 * H ? j - H : j));
+}
+static inline REAL SFX(gate_sign)(int64_t j, int64_t H, int64_t torch_gates) { return torch_gates && j < H ? (REAL)-1 : (REAL)1; }
+
+/* The caller's [3H][K] weight m as the scan's [3H][PV] vectors (rows 1: row j = gate row j, padded)
+   or as its transpose [K][PV] (rows 0: vector k holds column k of the gate rows, padded: what a
+   product x W^T reads); zero-padded; NULL when out of memory. */
+static VEC *SFX(gates)(const REAL *m, int64_t H, int64_t K, int64_t PV, int64_t torch_gates, int rows) {
+    const int64_t n = rows ? 3 * H : K;
+    VEC *out = aligned_alloc(sizeof(VEC), (size_t)(n * PV) * sizeof(VEC) + sizeof(VEC));
     if (!out) return NULL;
-    memset(out, 0, (size_t)(rows * PV) * sizeof(VEC));
-    for (int64_t i = 0; i < rows; i++) memcpy((REAL *)(out + i * PV), m + i * cols, (size_t)cols * sizeof(REAL));
+    memset(out, 0, (size_t)(n * PV) * sizeof(VEC));
+    for (int64_t j = 0; j < 3 * H; j++) {
+        const REAL *src = m + SFX(gate_row)(j, H, torch_gates) * K, sign = SFX(gate_sign)(j, H, torch_gates);
+        for (int64_t k = 0; k < K; k++) {
+            if (rows) ((REAL *)(out + j * PV))[k] = sign * src[k];
+            else ((REAL *)(out + k * PV))[j] = sign * src[k];
+        }
+    }
     return out;
 }
 
 /* Forward; returns 0, or 1 when out of memory. The input projection xs_t = W x_t + bx is taken per
-   step here (x [B, T, D], Wt = W transposed [D, 3H], bx [3H] or NULL), over real positions only,
-   so it is never written out. ur [B, T, 2H], cs [B, T, H], hpc [B, T, H] (U^c h_{t-1} + bh^c) are
-   saved for the backward when not NULL. Ut is U transposed, [H, 3H]. Rows are stepped ROWS at a
-   time in the order ``order`` (a permutation of 0..B-1; NULL: 0..B-1): rows of similar lengths
-   together waste no steps. */
-int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, const REAL *Wt, const REAL *bx,
-                     const REAL *Ut, const REAL *bh, const REAL *g0, const REAL *g1, const int64_t *len,
-                     const int64_t *order, REAL *h_seq, REAL *h_last, REAL *ur, REAL *cs, REAL *hpc) {
+   step here (x [B, T, D], W [3H, D], bx [3H] or NULL), over real positions only, so it is never
+   written out. ur [B, T, 2H], cs [B, T, H], hpc [B, T, H] (U^c h_{t-1} + bh^c) are saved for the
+   backward when not NULL. U is [3H, H]. W, U and the biases are in torch's nn.GRU gate layout when
+   torch_gates is 1 (gate_row). Rows are stepped ROWS at a time in the order ``order`` (a
+   permutation of 0..B-1; NULL: 0..B-1): rows of similar lengths together waste no steps. */
+int SFX(ctr_gru_fwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, const REAL *Wm, const REAL *bx,
+                     const REAL *U, const REAL *bh, const REAL *g0, const REAL *g1, const int64_t *len,
+                     const int64_t *order, REAL *h_seq, REAL *h_last, REAL *ur, REAL *cs, REAL *hpc, int64_t torch_gates) {
     const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H3 + W - 1) / W;
     const int agru = g0 != NULL && g1 == NULL;
-    VEC *Uv = SFX(padded)(Ut, H, H3, PV), *bv = bh ? SFX(padded)(bh, 1, H3, PV) : NULL;
-    VEC *Wv = SFX(padded)(Wt, D, H3, PV), *bxv = bx ? SFX(padded)(bx, 1, H3, PV) : NULL;
+    VEC *Uv = SFX(gates)(U, H, H, PV, torch_gates, 0), *bv = bh ? SFX(gates)(bh, H, 1, PV, torch_gates, 0) : NULL;
+    VEC *Wv = SFX(gates)(Wm, H, D, PV, torch_gates, 0), *bxv = bx ? SFX(gates)(bx, H, 1, PV, torch_gates, 0) : NULL;
     VEC *acc = aligned_alloc(sizeof(VEC), (size_t)(2 * ROWS * PV) * sizeof(VEC));
     REAL *zero = calloc((size_t)(H > D ? H : D), sizeof(REAL)), *ur_tmp = malloc((size_t)H2 * sizeof(REAL)), *c_tmp = malloc((size_t)H * sizeof(REAL));
     int status = 0;
@@ -229,16 +246,17 @@ static void SFX(outer_sum)(int64_t n, int64_t K, const REAL *d, const VEC *hv, i
    length), d_W [3H, D] = sum_t d_xs_t x_t^T and d_bx [3H] = sum_t d_xs_t (d_xs_t: the gradient of
    the input projection), d_U [3H, H] = sum_t d_p_t h_{t-1}^T and d_bh [3H] = sum_t d_p_t (d_p_t:
    of U h_{t-1} + bh), and d_g0 / d_g1 [B, T] (0 past a row's length); d_bx, d_bh, d_g0 and d_g1
-   when not NULL. W is [3H, D], U [3H, H]. The steps of a block of ROWS rows keep their d_p_t,
+   when not NULL. W is [3H, D], U [3H, H], and they and the gradients are in torch's nn.GRU gate
+   layout when torch_gates is 1 (gate_row). The steps of a block of ROWS rows keep their d_p_t,
    d_xs_t, h_{t-1} and x_t; the block's sums over its steps are taken after them (outer_sum), then
    added over blocks. */
 int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, const REAL *Wm, const REAL *U,
                      const REAL *g0, const REAL *g1, const int64_t *len, const int64_t *order, const REAL *h_seq,
                      const REAL *ur, const REAL *cs, const REAL *hpc, const REAL *grad_seq, const REAL *grad_last,
-                     REAL *d_x, REAL *d_W, REAL *d_bx, REAL *d_U, REAL *d_bh, REAL *d_g0, REAL *d_g1) {
+                     REAL *d_x, REAL *d_W, REAL *d_bx, REAL *d_U, REAL *d_bh, REAL *d_g0, REAL *d_g1, int64_t torch_gates) {
     const int64_t H2 = 2 * H, H3 = 3 * H, PV = (H + W - 1) / W, PD = (D + W - 1) / W, NP = (T > 0 ? T : 1) * ROWS;
     const int agru = g0 != NULL && g1 == NULL;
-    VEC *Uv = SFX(padded)(U, H3, H, PV), *Wv = SFX(padded)(Wm, H3, D, PD);
+    VEC *Uv = SFX(gates)(U, H, H, PV, torch_gates, 1), *Wv = SFX(gates)(Wm, H, D, PD, torch_gates, 1);
     VEC *back = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PV) * sizeof(VEC)), *dxo = aligned_alloc(sizeof(VEC), (size_t)(ROWS * PD) * sizeof(VEC));
     /* a block's (step, row) pairs: h_{t-1} and x_t padded to whole vectors (the padding lanes stay 0), d_p_t and d_xs_t */
     VEC *hb = aligned_alloc(sizeof(VEC), (size_t)(NP * PV) * sizeof(VEC)), *xb = aligned_alloc(sizeof(VEC), (size_t)(NP * PD) * sizeof(VEC));
@@ -317,12 +335,14 @@ int SFX(ctr_gru_bwd)(int64_t B, int64_t T, int64_t H, int64_t D, const REAL *x, 
             dbx_all[k] += dbx_blk[k];
         }
     }
-    for (int64_t k = 0; k < H3; k++) {
-        memcpy(d_U + k * H, (const REAL *)(dU_all + k * PV), (size_t)H * sizeof(REAL));
-        memcpy(d_W + k * D, (const REAL *)(dW_all + k * PD), (size_t)D * sizeof(REAL));
+    for (int64_t k = 0; k < H3; k++) { /* back to the caller's layout */
+        const int64_t to = SFX(gate_row)(k, H, torch_gates);
+        const REAL sign = SFX(gate_sign)(k, H, torch_gates);
+        for (int64_t j = 0; j < H; j++) d_U[to * H + j] = sign * ((const REAL *)(dU_all + k * PV))[j];
+        for (int64_t j = 0; j < D; j++) d_W[to * D + j] = sign * ((const REAL *)(dW_all + k * PD))[j];
+        if (d_bh) d_bh[to] = sign * dbh_all[k];
+        if (d_bx) d_bx[to] = sign * dbx_all[k];
     }
-    if (d_bh) memcpy(d_bh, dbh_all, (size_t)H3 * sizeof(REAL));
-    if (d_bx) memcpy(d_bx, dbx_all, (size_t)H3 * sizeof(REAL));
     RESTORE_MODE;
 done:
     free(Uv); free(Wv); free(back); free(dxo); free(hb); free(xb); free(dpb); free(dxb); free(dU_all); free(dW_all);
