@@ -110,13 +110,14 @@ class DIEN(CTRModel):
     def forward(self, batch: Batch) -> ModelOutput:
         mask = batch.hist_mask
         with_aux = self.training and self.aux_alpha > 0 and batch.neg_hist_item is not None
+        native = self.native_recurrence and self.training  # the recurrences in csrc/gru_scan.c (same values up to rounding)
         if with_aux:
             # one lookup per table: with a dense optimizer (Adam, the DIEN table's) the backward then
-            # builds one whole-table gradient per table instead of three
-            e_a, e_h, e_neg = self.emb.target_history_negatives(batch)
+            # builds one whole-table gradient per table instead of three; with row-wise gradients and
+            # native (trainer.native_recurrence), one native call each way (nn/native_lookup.py)
+            e_a, e_h, e_neg = self.emb.target_history_negatives(batch, native=native)
         else:
             e_a, e_h = self.emb.target(batch), self.emb.history(batch)
-        native = self.native_recurrence and self.training  # the recurrences in csrc/gru_scan.c (same values up to rounding)
         h = run_gru(self.extractor, e_h, batch.hist_len, native=native)  # [B, L, H], Eqs. (2)-(5)
         if self.evolution == "gru_att":
             # two-layer GRU attention: a second GRU over h, attention on *its* states, then pooling

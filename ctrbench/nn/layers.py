@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrbench.data.schema import Batch, Vocab
+from ctrbench.nn import native_lookup
 from ctrbench.nn.activations import ActFactory
 
 
@@ -102,13 +103,23 @@ class ItemEmbeddings(nn.Module):
         """``[target(batch), the history's real positions (packed_history) [P, D]]``, one lookup per table."""
         return self.embed_together((batch.item, batch.cate), (packed.item, packed.cate))
 
-    def target_history_negatives(self, batch: Batch) -> list[torch.Tensor]:
+    def target_history_negatives(self, batch: Batch, native: bool = False) -> list[torch.Tensor]:
         """``[target(batch), history(batch), the negative behaviours' embeddings]`` (DIEN's auxiliary
-        loss), one lookup per table."""
+        loss), one lookup per table. ``native`` (DIEN's ``native_recurrence`` in training): where the
+        tables have row-wise gradients, one native call each way (``nn/native_lookup.py``: the same
+        outputs and gradient rows)."""
+        if not torch.jit.is_scripting():  # (TorchScript, which the request path and export use, skips this block)
+            if native and native_lookup.usable(self.item, self.cate):
+                return self._native_target_history_negatives(batch)
         e_a, e_h, e_neg = self.embed_together(
             (batch.item, batch.cate), (batch.hist_item, batch.hist_cate), (batch.neg_hist_item, batch.neg_hist_cate)
         )
         return [e_a, _zero_padding(e_h, batch.hist_mask), e_neg]
+
+    @torch.jit.unused
+    def _native_target_history_negatives(self, batch: Batch) -> list[torch.Tensor]:
+        segments = ((batch.item, batch.cate), (batch.hist_item, batch.hist_cate), (batch.neg_hist_item, batch.neg_hist_cate))
+        return native_lookup.pair_lookup(self.item, self.cate, segments, batch.hist_mask)
 
     def history(self, batch: Batch) -> torch.Tensor:
         return _zero_padding(self.embed(batch.hist_item, batch.hist_cate), batch.hist_mask)

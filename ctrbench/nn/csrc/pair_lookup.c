@@ -1,0 +1,31 @@
+/* DIEN's behaviour embeddings e = [E_item(i); E_cate(c)] for the target, the history (its padded
+   positions zeroed) and the negative behaviours, as one native call forward and one backward
+   (ctrbench/nn/native_lookup.py: NativePairLookup), for item and category tables with row-wise
+   (sparse) gradients, which RowAdam steps:
+
+       forward:  each segment's rows [E_item(i); E_cate(c)], zeros at the history's padding
+       backward: each table's (row id, gradient) pairs, in the segments' order, without the rows of
+                 id 0 (nn.Embedding(padding_idx=0) never updates its padding row)
+
+   which is what torch's ops give (two index_selects, a concatenation, a split and a mask forward;
+   the mask's, split's and concatenation's backward and two sparse embedding backwards, each
+   filtering the padding id), value for value and in the same order, so RowAdam's step is the same
+   to the bit. Why native: those ~15 ops took ~1.0 ms of a DIEN step at batch 256 on Electronics
+   (~8%), for ~1 MB of rows (docs/performance.md). Compiled with gru_scan.c into one library
+   (native.py). */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REAL float
+#define SFX(name) name##_f32
+#include "pair_lookup_impl.h"
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX(name) name##_f64
+#include "pair_lookup_impl.h"
+#undef REAL
+#undef SFX
