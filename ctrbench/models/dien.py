@@ -102,9 +102,9 @@ class DIEN(CTRModel):
         n_in = (3 if mlp_inputs == "code" else 2) * D + hidden + (embedding_dim if use_user else 0)
         self.mlp = MLP(n_in, list(mlp), act)
 
-    def attend(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attend(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor, native: bool = False) -> torch.Tensor:
         if self.attention_kind == "bilinear":
-            return self.attention(h, e_a, mask)
+            return self.attention(h, e_a, mask, native=native)
         return self.attention(self.query(e_a), h, mask)
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -122,10 +122,10 @@ class DIEN(CTRModel):
         if self.evolution == "gru_att":
             # two-layer GRU attention: a second GRU over h, attention on *its* states, then pooling
             h2 = run_gru(self.evolver, h, batch.hist_len, native=native)
-            a2 = self.attend(h2, e_a, mask)  # [B, L], Eq. (8) on the second GRU's states
+            a2 = self.attend(h2, e_a, mask, native=native)  # [B, L], Eq. (8) on the second GRU's states
             interest = torch.einsum("bl,blh->bh", a2, h2)
         else:
-            a = self.attend(h, e_a, mask)  # [B, L], Eq. (8)
+            a = self.attend(h, e_a, mask, native=native)  # [B, L], Eq. (8)
             interest = self.evolver(h, a, mask, native=native)  # h'_T
         pooled = e_h.sum(dim=1)
         extra = [e_a * pooled] if self.mlp_inputs == "code" else []  # the official code's e_a ⊙ Σe_h

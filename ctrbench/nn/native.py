@@ -1,7 +1,7 @@
 """The native kernels (``csrc/gru_scan.c``: DIEN's GRU recurrences; ``csrc/dice.c``: Dice in training;
 ``csrc/adam_rows.c``: Adam on a table with a row-wise gradient; ``csrc/lr_step.c``: one-weight-per-id tables
 under SGD, logistic regression's step; ``csrc/aux_loss.c``: DIEN's auxiliary loss; ``csrc/pair_lookup.c``: DIEN's
-behaviour embeddings with row-wise gradients): compiled once per machine into one
+behaviour embeddings with row-wise gradients; ``csrc/attention.c``: DIEN's bilinear attention): compiled once per machine into one
 library, loaded with ctypes.
 
 ``library()`` returns the loaded library, or ``None`` with ``unavailable_reason()`` saying why (no C
@@ -33,10 +33,10 @@ from pathlib import Path
 
 _CSRC = Path(__file__).with_name("csrc")
 SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "aux_loss.c",
-           _CSRC / "pair_lookup.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h", _CSRC / "adam_rows_impl.h",
-           _CSRC / "aux_loss_impl.h", _CSRC / "pair_lookup_impl.h"]  # the .c files are compiled
+           _CSRC / "pair_lookup.c", _CSRC / "attention.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h",
+           _CSRC / "adam_rows_impl.h", _CSRC / "aux_loss_impl.h", _CSRC / "pair_lookup_impl.h", _CSRC / "attention_impl.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-ABI = 12  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
+ABI = 13  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 
 _reason: str | None = None
 
@@ -156,6 +156,10 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"ctr_pair_lookup_fwd_{suffix}").restype = ctypes.c_int  # 0, or 2: an id outside its table
         getattr(lib, f"ctr_pair_lookup_bwd_{suffix}").argtypes = [i64] + [vp] * 10
         getattr(lib, f"ctr_pair_lookup_bwd_{suffix}").restype = None
+        getattr(lib, f"ctr_attn_fwd_{suffix}").argtypes = [i64, i64, i64, vp, vp, vp, vp]
+        getattr(lib, f"ctr_attn_fwd_{suffix}").restype = None
+        getattr(lib, f"ctr_attn_bwd_{suffix}").argtypes = [i64, i64, i64] + [vp] * 7
+        getattr(lib, f"ctr_attn_bwd_{suffix}").restype = None
         getattr(lib, f"ctr_dice_bwd_{suffix}").restype = ctypes.c_int
         getattr(lib, f"ctr_adam_rows_{suffix}").argtypes = [i64, i64, vp, vp, vp, i64, vp, vp, vp, i64] + [ctypes.c_double] * 6
         getattr(lib, f"ctr_adam_rows_{suffix}").restype = ctypes.c_int  # 0, or 2: an index outside the table

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ctrbench.nn import native_aux
+from ctrbench.nn import native_attention, native_aux
 from ctrbench.nn.gru_scan import attentional_gru_scan, native_gru_scan, native_usable
 
 EVOLUTIONS = ("augru", "agru", "aigru", "gru_att")
@@ -79,13 +79,22 @@ class BilinearAttention(nn.Module):
         self.W = nn.Parameter(torch.empty(hidden, target_dim))
         nn.init.xavier_uniform_(self.W)
 
-    def forward(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, e_a: torch.Tensor, mask: torch.Tensor, native: bool = False) -> torch.Tensor:
         # h_t W e_a contracted as h_t . (W e_a): one [B, D] x [D, H] product, then an element-wise
         # product and sum over [B, L, H] (a left-to-right einsum took (h W) first, an [B, L, H] x
-        # [H, D] product and a batched one; ~11% of a dien_table2 step, docs/performance.md)
+        # [H, D] product and a batched one; ~11% of a dien_table2 step, docs/performance.md);
+        # native (DIEN's native_recurrence in training): the scores and the masked softmax in one
+        # native call each way (nn/native_attention.py)
         q = e_a @ self.W.t()  # [B, H]
+        if not torch.jit.is_scripting():  # (TorchScript, which the request path and export use, skips this block)
+            if native and native_attention.usable(h, q):
+                return self._native(h, q, mask)
         score = (h * q.unsqueeze(1)).sum(-1)  # [B, L]
         return masked_softmax(score, mask)
+
+    @torch.jit.unused
+    def _native(self, h: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return native_attention.NativeAttention.apply(h, q, mask)
 
 
 class EvolvingGRU(nn.Module):

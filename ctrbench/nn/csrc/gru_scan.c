@@ -95,5 +95,5 @@ typedef double vec_f64 __attribute__((vector_size(32)));
 #undef SFX
 
 /* The layout version the Python side checks (ctrbench/nn/native.py: ABI), for the whole library
-   (this file, dice.c, adam_rows.c, lr_step.c, aux_loss.c and pair_lookup.c). */
-int ctr_gru_abi(void) { return 12; }
+   (this file, dice.c, adam_rows.c, lr_step.c, aux_loss.c, pair_lookup.c and attention.c). */
+int ctr_gru_abi(void) { return 13; }
