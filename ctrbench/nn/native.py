@@ -34,7 +34,8 @@ from pathlib import Path
 _CSRC = Path(__file__).with_name("csrc")
 SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "aux_loss.c",
            _CSRC / "pair_lookup.c", _CSRC / "attention.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h",
-           _CSRC / "adam_rows_impl.h", _CSRC / "aux_loss_impl.h", _CSRC / "pair_lookup_impl.h", _CSRC / "attention_impl.h"]  # the .c files are compiled
+           _CSRC / "adam_rows_impl.h", _CSRC / "aux_loss_impl.h", _CSRC / "pair_lookup_impl.h", _CSRC / "attention_impl.h",
+           _CSRC / "per_type.h"]  # the .c files are compiled
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 ABI = 13  # ctr_gru_abi() of the sources this module expects (the whole library's layout)
 

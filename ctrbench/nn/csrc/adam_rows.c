@@ -18,24 +18,5 @@
    then reads it back (DIEN's 63,001 x 18 item table at batch 256, the DIEN paper's setup; 331,867 x
    18 at Books size). Compiled with gru_scan.c into one library. */
 
-#include <math.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define REAL float
-#define SFX(name) name##_f32
-static inline float sqrt_f32(float x) { return sqrtf(x); }
-static inline float fma_f32(float x, float y, float z) { return fmaf(x, y, z); }
-#include "adam_rows_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-static inline double sqrt_f64(double x) { return sqrt(x); }
-static inline double fma_f64(double x, double y, double z) { return fma(x, y, z); }
-#include "adam_rows_impl.h"
-#undef REAL
-#undef SFX
+#define IMPL "adam_rows_impl.h"
+#include "per_type.h"

@@ -5,19 +5,5 @@
    rounding. Why native: those ops and their backwards are ~12 calls of 5-40 us at DIEN's shapes
    (batch 256), for a few thousand numbers. Compiled with gru_scan.c into one library (native.py). */
 
-#include <math.h>
-#include <stdint.h>
-
-#define REAL float
-#define SFX(name) name##_f32
-static inline float exp_f32(float x) { return expf(x); }
-#include "attention_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-static inline double exp_f64(double x) { return exp(x); }
-#include "attention_impl.h"
-#undef REAL
-#undef SFX
+#define IMPL "attention_impl.h"
+#include "per_type.h"

@@ -10,21 +10,5 @@
    of 100: ~1.2 ms of a ~14 ms DIEN step, where one pass each way reads and writes what it must.
    Sums over pairs are taken in double. Compiled with gru_scan.c into one library (native.py). */
 
-#include <math.h>
-#include <stdint.h>
-
-#define REAL float
-#define SFX(name) name##_f32
-static inline float exp_f32(float x) { return expf(x); }
-static inline float log1p_f32(float x) { return log1pf(x); }
-#include "aux_loss_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-static inline double exp_f64(double x) { return exp(x); }
-static inline double log1p_f64(double x) { return log1p(x); }
-#include "aux_loss_impl.h"
-#undef REAL
-#undef SFX
+#define IMPL "aux_loss_impl.h"
+#include "per_type.h"

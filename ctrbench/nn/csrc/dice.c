@@ -11,20 +11,5 @@
    calls the din_table3 row trained 1.18x faster in an in-process A/B (docs/performance.md).
    Compiled with gru_scan.c into one library (native.py). */
 
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-
-#define REAL float
-#define SFX(name) name##_f32
-static inline float exp_f32(float x) { return expf(x); }
-#include "dice_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-static inline double exp_f64(double x) { return exp(x); }
-#include "dice_impl.h"
-#undef REAL
-#undef SFX
+#define IMPL "dice_impl.h"
+#include "per_type.h"

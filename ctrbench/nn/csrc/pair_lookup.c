@@ -14,18 +14,5 @@
    (~8%), for ~1 MB of rows (docs/performance.md). Compiled with gru_scan.c into one library
    (native.py). */
 
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define REAL float
-#define SFX(name) name##_f32
-#include "pair_lookup_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-#include "pair_lookup_impl.h"
-#undef REAL
-#undef SFX
+#define IMPL "pair_lookup_impl.h"
+#include "per_type.h"
