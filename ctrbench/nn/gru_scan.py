@@ -133,7 +133,6 @@ class NativeGRUScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, bx, U, bh, g0, g1, lengths, torch_gates: bool = False):
-        lib = native.library()
         B, T, D = x.shape
         H = U.shape[1]
         tensors = [t for t in (x, W, bx, U, bh, g0, g1) if t is not None]
@@ -143,7 +142,6 @@ class NativeGRUScan(torch.autograd.Function):
             raise ValueError(f"NativeGRUScan: W must be [3H, D] = [{3 * H}, {D}], U [3H, H], the biases [3H]")
         if lengths.shape != (B,):
             raise ValueError(f"NativeGRUScan: lengths must be [B] = [{B}], got {list(lengths.shape)}")
-        sfx = "f64" if x.dtype == torch.float64 else "f32"
         x, W, U = x.contiguous(), W.contiguous(), U.contiguous()
         bx = None if bx is None else bx.contiguous()
         bh = None if bh is None else bh.contiguous()
@@ -156,7 +154,7 @@ class NativeGRUScan(torch.autograd.Function):
         ur = x.new_empty(B, T, 2 * H) if save else None
         cs = x.new_empty(B, T, H) if save else None
         hpc = x.new_empty(B, T, H) if save else None
-        native.check(getattr(lib, f"ctr_gru_fwd_{sfx}")(
+        native.check(native.kernel("gru_fwd", x.dtype)(
             B, T, H, D, _ptr(x), _ptr(W), _ptr(bx), _ptr(U), _ptr(bh), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order),
             _ptr(h_seq), _ptr(h_last), _ptr(ur), _ptr(cs), _ptr(hpc), int(bool(torch_gates)),
         ), "GRU recurrence")
@@ -171,7 +169,6 @@ class NativeGRUScan(torch.autograd.Function):
         x, W, U, g0, g1, lengths, order, h_seq, ur, cs, hpc = ctx.saved_tensors
         B, T, H = h_seq.shape
         D = x.shape[2]
-        sfx = "f64" if h_seq.dtype == torch.float64 else "f32"
         grad_seq = None if grad_seq is None else grad_seq.contiguous()
         grad_last = None if grad_last is None else grad_last.contiguous()
         d_x, d_W, d_U = x.new_empty(B, T, D), W.new_empty(3 * H, D), U.new_empty(3 * H, H)
@@ -179,7 +176,7 @@ class NativeGRUScan(torch.autograd.Function):
         d_bh = U.new_empty(3 * H) if ctx.biases[1] else None
         d_g0 = h_seq.new_empty(B, T) if g0 is not None and ctx.needs_input_grad[5] else None
         d_g1 = h_seq.new_empty(B, T) if g1 is not None and ctx.needs_input_grad[6] else None
-        native.check(getattr(native.library(), f"ctr_gru_bwd_{sfx}")(
+        native.check(native.kernel("gru_bwd", h_seq.dtype)(
             B, T, H, D, _ptr(x), _ptr(W), _ptr(U), _ptr(g0), _ptr(g1), _ptr(lengths), _ptr(order), _ptr(h_seq), _ptr(ur),
             _ptr(cs), _ptr(hpc), _ptr(grad_seq), _ptr(grad_last), _ptr(d_x), _ptr(d_W), _ptr(d_bx), _ptr(d_U), _ptr(d_bh),
             _ptr(d_g0), _ptr(d_g1), int(ctx.torch_gates),

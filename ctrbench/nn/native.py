@@ -31,6 +31,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 _CSRC = Path(__file__).with_name("csrc")
 SOURCES = [_CSRC / "gru_scan.c", _CSRC / "dice.c", _CSRC / "adam_rows.c", _CSRC / "lr_step.c", _CSRC / "aux_loss.c",
            _CSRC / "pair_lookup.c", _CSRC / "attention.c", _CSRC / "gru_scan_impl.h", _CSRC / "dice_impl.h",
@@ -118,6 +120,12 @@ def _build(cc: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def kernel(name: str, dtype: torch.dtype) -> ctypes._CFuncPtr:
+    """The loaded library's ``ctr_<name>`` for ``dtype``: ``ctr_<name>_f64`` for torch.float64, else
+    ``ctr_<name>_f32`` (every kernel is built for both; ``library()`` must not be None)."""
+    return getattr(library(), f"ctr_{name}_{'f64' if dtype == torch.float64 else 'f32'}")
 
 
 def check(status: int, what: str) -> None:

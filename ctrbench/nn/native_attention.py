@@ -29,8 +29,7 @@ class NativeAttention(torch.autograd.Function):
                              f"{list(h.shape)}, {list(q.shape)}, {list(mask.shape)}")
         h, q, mask = h.contiguous(), q.contiguous(), mask.to(torch.bool).contiguous()
         a = h.new_empty(B, L)
-        sfx = "f64" if h.dtype == torch.float64 else "f32"
-        getattr(native.library(), f"ctr_attn_fwd_{sfx}")(B, L, H, h.data_ptr(), q.data_ptr(), mask.data_ptr(), a.data_ptr())
+        native.kernel("attn_fwd", h.dtype)(B, L, H, h.data_ptr(), q.data_ptr(), mask.data_ptr(), a.data_ptr())
         ctx.save_for_backward(h, q, mask, a)
         return a
 
@@ -40,7 +39,6 @@ class NativeAttention(torch.autograd.Function):
         B, L, H = h.shape
         da = da.contiguous()
         dh, dq = torch.empty_like(h), torch.empty_like(q)
-        sfx = "f64" if h.dtype == torch.float64 else "f32"
-        getattr(native.library(), f"ctr_attn_bwd_{sfx}")(B, L, H, h.data_ptr(), q.data_ptr(), mask.data_ptr(), a.data_ptr(),
+        native.kernel("attn_bwd", h.dtype)(B, L, H, h.data_ptr(), q.data_ptr(), mask.data_ptr(), a.data_ptr(),
                                                          da.data_ptr(), dh.data_ptr(), dq.data_ptr())
         return dh, dq, None

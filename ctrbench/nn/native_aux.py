@@ -29,8 +29,7 @@ class NativeAuxLoss(torch.autograd.Function):
         B, L, H = h.shape
         out = (ctypes.c_double * 2)()
         sig = h.new_empty(B, L, 2)  # sigmoid of each counted pair's two scores, for the backward
-        sfx = "f64" if h.dtype == torch.float64 else "f32"
-        getattr(native.library(), f"ctr_aux_fwd_{sfx}")(B, L, H, h.data_ptr(), pos.data_ptr(), neg.data_ptr(), mask.data_ptr(),
+        native.kernel("aux_fwd", h.dtype)(B, L, H, h.data_ptr(), pos.data_ptr(), neg.data_ptr(), mask.data_ptr(),
                                                         sig.data_ptr(), out)
         if reduction == "paper":  # Eq. 6: the sum over t, the mean over the N samples
             denom = float(max(B, 1))
@@ -47,7 +46,6 @@ class NativeAuxLoss(torch.autograd.Function):
         h, pos, neg, mask, sig = ctx.saved_tensors
         B, L, H = h.shape
         dh, dpos, dneg = torch.empty_like(h), torch.empty_like(pos), torch.empty_like(neg)
-        sfx = "f64" if h.dtype == torch.float64 else "f32"
-        getattr(native.library(), f"ctr_aux_bwd_{sfx}")(B, L, H, h.data_ptr(), pos.data_ptr(), neg.data_ptr(), mask.data_ptr(),
+        native.kernel("aux_bwd", h.dtype)(B, L, H, h.data_ptr(), pos.data_ptr(), neg.data_ptr(), mask.data_ptr(),
                                                         sig.data_ptr(), float(grad) / ctx.denom, dh.data_ptr(), dpos.data_ptr(), dneg.data_ptr())
         return dh, dpos, dneg, None, None

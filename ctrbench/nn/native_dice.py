@@ -28,12 +28,11 @@ class NativeDice(torch.autograd.Function):
             raise TypeError("NativeDice takes CPU tensors of one dtype, float32 or float64")
         if x.dim() != 2 or alpha.shape != (x.shape[1],) or x.shape[0] == 0:
             raise ValueError(f"NativeDice: x must be [N >= 1, H] and alpha [H], got {list(x.shape)} and {list(alpha.shape)}")
-        lib, sfx = native.library(), "f64" if x.dtype == torch.float64 else "f32"
         x, alpha = x.contiguous(), alpha.contiguous()
         N, H = x.shape
         out, p = torch.empty_like(x), torch.empty_like(x)
         mean, var, rstd = x.new_empty(H), x.new_empty(H), x.new_empty(H)
-        native.check(getattr(lib, f"ctr_dice_fwd_{sfx}")(N, H, x.data_ptr(), alpha.data_ptr(), float(eps), float(c), out.data_ptr(),
+        native.check(native.kernel("dice_fwd", x.dtype)(N, H, x.data_ptr(), alpha.data_ptr(), float(eps), float(c), out.data_ptr(),
                                                          p.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr()), "Dice")
         ctx.save_for_backward(x, alpha, p, mean, var, rstd)
         ctx.eps = float(eps)
@@ -43,11 +42,10 @@ class NativeDice(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _grad_mean, _grad_var):
         x, alpha, p, mean, var, rstd = ctx.saved_tensors
-        sfx = "f64" if x.dtype == torch.float64 else "f32"
         g = grad_out.contiguous()
         N, H = x.shape
         dx, dalpha = torch.empty_like(x), torch.empty_like(alpha)
-        native.check(getattr(native.library(), f"ctr_dice_bwd_{sfx}")(
+        native.check(native.kernel("dice_bwd", x.dtype)(
             N, H, x.data_ptr(), alpha.data_ptr(), p.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr(), ctx.eps,
             g.data_ptr(), dx.data_ptr(), dalpha.data_ptr()), "Dice")
         return dx, dalpha, None, None

@@ -44,8 +44,7 @@ class NativePairLookup(torch.autograd.Function):
         outs = [item_w.new_empty(*ids[2 * s].shape, 2 * d) for s in range(3)]
         n = torch.tensor([ids[2 * s].numel() for s in range(3)], dtype=torch.int64)
         items, cates, out_ptrs = _pointers(ids[0::2]), _pointers(ids[1::2]), _pointers(outs)  # alive through the call
-        sfx = "f64" if item_w.dtype == torch.float64 else "f32"
-        status = getattr(native.library(), f"ctr_pair_lookup_fwd_{sfx}")(
+        status = native.kernel("pair_lookup_fwd", item_w.dtype)(
             d, item_w.shape[0], cate_w.shape[0], item_w.data_ptr(), cate_w.data_ptr(), n.data_ptr(), items.data_ptr(),
             cates.data_ptr(), keep1.data_ptr(), out_ptrs.data_ptr())
         if status != 0:
@@ -66,7 +65,7 @@ class NativePairLookup(torch.autograd.Function):
         item_val, cate_val = torch.empty(total, d, dtype=dtype), torch.empty(total, d, dtype=dtype)
         counts = torch.empty(2, dtype=torch.int64)
         items, cates, grad_ptrs = _pointers(ids[0::2]), _pointers(ids[1::2]), _pointers(grads)  # alive through the call
-        getattr(native.library(), f"ctr_pair_lookup_bwd_{'f64' if dtype == torch.float64 else 'f32'}")(
+        native.kernel("pair_lookup_bwd", dtype)(
             d, ctx.n.data_ptr(), items.data_ptr(), cates.data_ptr(), keep1.data_ptr(), grad_ptrs.data_ptr(), item_idx.data_ptr(),
             item_val.data_ptr(), cate_idx.data_ptr(), cate_val.data_ptr(), counts.data_ptr())
         ki, kc = counts.tolist()

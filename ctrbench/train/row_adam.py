@@ -107,7 +107,7 @@ class RowAdam(torch.optim.Adam):
         beta1, beta2 = (float(b) for b in group["betas"])
         index = grad._indices()[0].contiguous()
         values = grad._values().to(p.dtype).reshape(index.numel(), p.shape[1]).contiguous()
-        status = getattr(native.library(), f"ctr_adam_rows_{'f64' if p.dtype == torch.float64 else 'f32'}")(
+        status = native.kernel("adam_rows", p.dtype)(
             p.shape[0], p.shape[1], p.data_ptr(), m.data_ptr(), v.data_ptr(), index.numel(), index.data_ptr(), values.data_ptr(),
             buffer.data_ptr(), _VECTOR_BYTES // p.element_size(), float(group["weight_decay"]), beta1, beta2, float(group["lr"]) / (1 - beta1**t),
             math.sqrt(1 - beta2**t), float(group["eps"]),

@@ -10,9 +10,9 @@
    which is what torch's ops give (two index_selects, a concatenation, a split and a mask forward;
    the mask's, split's and concatenation's backward and two sparse embedding backwards, each
    filtering the padding id), value for value and in the same order, so RowAdam's step is the same
-   to the bit. Why native: those ~15 ops took ~1.0 ms of a DIEN step at batch 256 on Electronics
-   (~8%), for ~1 MB of rows (docs/performance.md). Compiled with gru_scan.c into one library
-   (native.py). */
+   to the bit. Why native: timed alone over 60 of DIEN's Electronics batches (batch 256), those
+   ~15 ops forward and backward took 1.1-1.5 ms a batch, these two calls 0.7-0.8 ms, for ~1 MB of
+   rows (docs/performance.md). Compiled with gru_scan.c into one library (native.py). */
 
 #define IMPL "pair_lookup_impl.h"
 #include "per_type.h"
