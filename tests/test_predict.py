@@ -33,6 +33,7 @@ from ctrbench.serve.predict import (
     rows_logits,
     split_logits,
     vocabulary,
+    with_small_ends,
 )
 
 FAST = ["+debug=fast", "device=cpu", "device.threads=1"]
@@ -208,6 +209,69 @@ def test_empty_histories_unknown_ids_and_chunking(din, tmp_path):
     zero.to_csv(tmp_path / "zero.csv", index=False)
     predict_file(din, tmp_path / "zero.csv", tmp_path / "zero_out.csv", ids="processed")
     np.testing.assert_allclose(read_output(tmp_path / "zero_out.csv")["logit"], a["logit"], rtol=1e-6, atol=1e-6)
+
+
+def test_large_inputs_get_small_chunks_at_both_ends_in_order():
+    """The first table is cut into 4096, 16384, ... rows and the last one's end likewise in
+    reverse; a single table stays whole; every row once, in input order."""
+    def tables(sizes):
+        start = 0
+        for n in sizes:
+            yield pa.table({"a": np.arange(start, start + n)})
+            start += n
+
+    for sizes, want in [
+        ([65536, 65536, 1000], [4096, 16384, 45056, 65536, 1000]),
+        ([65536, 65536], [4096, 16384, 45056, 45056, 16384, 4096]),
+        ([65536, 30000], [4096, 16384, 45056, 9520, 16384, 4096]),
+        ([65536], [65536]), ([5000], [5000]), ([3, 3, 3], [3, 3, 3]), ([], []),
+    ]:
+        out = list(with_small_ends(tables(sizes), 4096))
+        assert [t.num_rows for t in out] == want, sizes
+        assert np.array_equal(np.concatenate([t.column("a").to_numpy() for t in out] or [np.zeros(0)]), np.arange(sum(sizes)))
+
+
+def _left_behind(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def test_a_failure_in_a_later_chunk_leaves_no_output(din, tmp_path, monkeypatch):
+    """A bad row in a later chunk, an output that cannot take a later chunk, and a model that fails
+    mid-file: the error is raised, no output or temporary file is left, and the I/O thread ends."""
+    import threading
+
+    rows = split_rows(din, "test").head(9).reset_index(drop=True)
+    bad = rows.copy()
+    bad.at[6, "hist_cate"] = [*bad.at[6, "hist_cate"], 1]
+    src = write_rows(bad, tmp_path / "bad.csv")
+    with pytest.raises(DataError, match=r"row 7: hist_cate has \d+ entries and hist_item"):
+        predict_file(din, src, tmp_path / "out.parquet", ids="processed", chunk_rows=2)
+    assert _left_behind(tmp_path, {"bad.csv"}) == []
+    # a column whose type changes in a later chunk (JSON lines infer types per chunk)
+    lines = [json.dumps({"user": 1, "item": 2, "hist_item": [3], "note": 5 if i < 4 else "x"}) for i in range(8)]
+    (tmp_path / "mixed.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="change type between chunks"):
+        predict_file(din, tmp_path / "mixed.jsonl", tmp_path / "out.parquet", ids="processed", chunk_rows=2)
+    assert _left_behind(tmp_path, {"bad.csv", "mixed.jsonl"}) == []
+    # the model fails on its third batch (the I/O thread still reading), then on its last (the I/O
+    # thread waiting for the scores to write)
+    good = write_rows(rows, tmp_path / "good.parquet")
+    forward = din.model.forward
+    for fail_at in (3, len(rows)):
+        calls = []
+
+        def failing(batch, calls=calls, fail_at=fail_at):
+            calls.append(1)
+            if len(calls) == fail_at:
+                raise RuntimeError("the model failed")
+            return forward(batch)
+
+        monkeypatch.setattr(din.model, "forward", failing)
+        with pytest.raises(RuntimeError, match="the model failed"):
+            predict_file(din, good, tmp_path / "out.parquet", ids="processed", chunk_rows=1)
+        assert len(calls) == fail_at
+        assert _left_behind(tmp_path, {"bad.csv", "mixed.jsonl", "good.parquet"}) == []
+        assert not [t for t in threading.enumerate() if t.name == "ctrbench-predict-io"]
 
 
 def test_the_rows_users_reach_the_model(din):

@@ -19,9 +19,12 @@ logits are the evaluation's, bit for bit.
 chunk, not the file); each chunk's ids are mapped, its histories laid out as a CSR stream of one
 "user" per row (a ``ProcessedDataset`` of that chunk), and scored by the evaluation path itself:
 ``train.evaluate.eval_batcher`` (the batch sizes ``evaluate`` picks), the Batcher's gather, the
-regularizer's evaluation transform and ``predict_logits``. Histories keep their most recent
-``max_len`` behaviours (default: the run's evaluation cut, as ``evaluate`` applies). A chunk is
-parsed by a reader thread while the previous one is scored, and written by a writer thread.
+regularizer's evaluation transform and the model (``evaluate.gathered_groups`` and
+``score_groups``, the two halves of ``predict_logits``). Histories keep their most recent
+``max_len`` behaviours (default: the run's evaluation cut, as ``evaluate`` applies). One I/O thread
+reads, maps and gathers the next chunk while one is scored, and writes the chunks scored meanwhile;
+the scoring thread only runs the model. With several chunks, the first and last are cut small
+(``with_small_ends``), so that little of the reading and writing is left outside the scoring.
 Output: the input's columns, ``score`` (the click probability, float64 sigmoid of the logit) and
 ``logit`` (float32, as evaluation keeps it), in input order; written under a temporary name and
 renamed into place when complete.
@@ -29,6 +32,7 @@ renamed into place when complete.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -55,6 +59,8 @@ OPTIONAL = ("cate", "hist_cate", "label", "time", "hist_time")
 ID_SPACES = ("raw", "processed")
 SPLITS = ("train", "valid", "test")
 FIELDS = ("user", "item", "cate")
+#: ``predict_file`` scores the input's first and last rows as chunks of this many rows of their own
+EDGE_ROWS = 4096
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -174,6 +180,31 @@ def rows_logits(run: ScoringRun, rows, batch_size=None, max_len: int | None = No
         return np.zeros(0, dtype=np.float32)
     batcher = rows if not isinstance(rows, Rows) else rows_batcher(run, rows, batch_size, max_len)
     return predict_logits(run.model, batcher, run.device, run.reg)
+
+
+def gathered_rows(run: ScoringRun, rows: Rows, batch_size=None, max_len: int | None = None) -> tuple[int, list]:
+    """(how many rows, evaluation's gathered groups of their batches: ``evaluate.gathered_groups``
+    over ``rows_batcher``). ``predict_file``'s I/O thread prepares a chunk this way, so that the
+    scoring thread only runs the model (``score_gathered``)."""
+    from ctrbench.train.evaluate import gathered_groups
+
+    if len(rows) == 0:
+        return 0, []
+    batcher = rows_batcher(run, rows, batch_size, max_len)
+    with torch.inference_mode():
+        return len(rows), list(gathered_groups(batcher, batcher.batches(), run.reg))
+
+
+def score_gathered(run: ScoringRun, n: int, groups: list) -> np.ndarray:
+    """The logits (float32, row order) of ``n`` rows from their gathered groups (``gathered_rows``):
+    the same model calls and batches as ``rows_logits``, so the same logits."""
+    from ctrbench.train.evaluate import score_groups
+
+    out = torch.empty(n, dtype=torch.float32)
+    run.model.eval()  # as load_run leaves it
+    with torch.inference_mode():
+        score_groups(run.model, groups, out, run.device)
+    return out.numpy()
 
 
 # ---- the vocabulary: raw keys -> dense ids -------------------------------------------------------
@@ -354,7 +385,7 @@ def read_chunks(path: Path, chunk_rows: int, vocab: Vocabulary) -> Iterator[pa.T
         raise DataError(f"input file '{path}' does not exist")
     try:
         if fmt == "parquet":
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, use_threads=False):
                 yield pa.Table.from_batches([batch])
             return
         if fmt == "csv":
@@ -363,6 +394,36 @@ def read_chunks(path: Path, chunk_rows: int, vocab: Vocabulary) -> Iterator[pa.T
         yield from _jsonl_chunks(path, chunk_rows)
     except pa.ArrowException as e:
         raise DataError(f"input file '{path}' could not be read as {fmt}: {str(e).splitlines()[0]}") from None
+
+
+def with_small_ends(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """``tables`` with small chunks at both ends (zero-copy slices), when there are several: the
+    first table cut into ``rows``, ``4 rows``, ``16 rows``, ... rows, so that the scoring starts once
+    a small chunk is prepared and each chunk is scored for longer than the next takes to prepare;
+    the last table's end likewise in reverse (..., ``4 rows``, ``rows``), so that what is left to
+    write after the last scoring is small. A single table stays whole (its rows are then batched
+    exactly as evaluation batches them). One table is read ahead to find the last."""
+    tables = iter(tables)
+    held, ahead = next(tables, None), next(tables, None)
+    if held is None or ahead is None:
+        if held is not None:
+            yield held
+        return
+    piece = rows
+    while held.num_rows > piece:
+        yield held.slice(0, piece)
+        held = held.slice(piece)
+        piece *= 4
+    for table in itertools.chain([ahead], tables):
+        yield held
+        held = table
+    tail, piece = [], rows
+    while held.num_rows > piece:
+        tail.append(held.slice(held.num_rows - piece))
+        held = held.slice(0, held.num_rows - piece)
+        piece *= 4
+    yield held
+    yield from reversed(tail)
 
 
 def _csv_batches(path: Path, vocab: Vocabulary) -> Iterator[pa.RecordBatch]:
@@ -374,7 +435,7 @@ def _csv_batches(path: Path, vocab: Vocabulary) -> Iterator[pa.RecordBatch]:
     for name in ("hist_item", "hist_cate", "hist_time"):
         types[name] = pa.string()
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=8 << 20),
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=8 << 20, use_threads=False),
                                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
@@ -412,7 +473,7 @@ def _jsonl_chunks(path: Path, rows: int) -> Iterator[pa.Table]:
                 return
             body = b"".join(x for x in lines if x.strip())
             if body:
-                yield pajson.read_json(io.BytesIO(body), parse_options=opts)
+                yield pajson.read_json(io.BytesIO(body), read_options=pajson.ReadOptions(use_threads=False), parse_options=opts)
             if len(lines) < rows:
                 return
 
@@ -512,7 +573,7 @@ class Writer:
             import pyarrow.parquet as pq
 
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self.tmp, table.schema)
+                self._writer = pq.ParquetWriter(self.tmp, table.schema, use_dictionary=_dictionary_columns(table.schema))
             self._writer.write_table(table)
         elif self.fmt == "csv":
             import pyarrow.csv as pacsv
@@ -550,6 +611,18 @@ class Writer:
             except Exception:  # noqa: BLE001, S110 - the error being reported is the one that matters
                 pass
         self.tmp.unlink(missing_ok=True)
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet columns (leaf paths) worth dictionary encoding: all but the floating-point ones.
+    Scores and logits are nearly all distinct, so Parquet would build a dictionary for every page
+    and abandon it: a third of the writing time for 1M rows, and a larger file (docs/serving.md)."""
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buf)
+    leaves = pq.read_metadata(pa.BufferReader(buf.getvalue())).schema
+    return [leaves.column(i).path for i in range(len(leaves)) if leaves.column(i).physical_type not in ("FLOAT", "DOUBLE")]
 
 
 def _lists_joined(table: pa.Table, sep: str) -> pa.Table:
@@ -595,75 +668,75 @@ def predict_file(run: ScoringRun, input_path, output_path, ids: str = "raw", chu
     counts = Counts()
     t0 = time.perf_counter()
     writer = Writer(output_path, list_sep)
-    stop = threading.Event()
+    # One I/O thread beside the scoring: it reads, encodes and gathers the next chunk, then writes the
+    # chunks scored meanwhile. One thread, not a reader and a writer: with the scoring that is at most
+    # two busy threads on two cores, so the scoring is never descheduled for them (docs/serving.md).
+    ready: queue.Queue = queue.Queue(maxsize=1)  # gathered chunks, to the scoring
+    scored: queue.Queue = queue.Queue()  # scored chunks, to the writing; None: the scoring has ended
+    errors: list[BaseException] = []
+    done = threading.Event()  # the scoring loop has ended (every chunk scored, or failed)
 
-    def produce(out: queue.Queue) -> None:  # read and encode the next chunks while one is scored
+    def hand(item) -> bool:  # to the scoring, unless it has ended
+        while not done.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def write_scored(wait: bool) -> bool:  # the chunks scored so far (wait: to the end); False at the end
+        while True:
+            try:
+                item = scored.get(block=wait)
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            writer.write(with_scores(*item))
+
+    def io_work() -> None:
         try:
             first = 0
-            for table in read_chunks(input_path, chunk_rows, vocab):
-                if stop.is_set():
-                    return
+            for table in with_small_ends(read_chunks(input_path, chunk_rows, vocab), EDGE_ROWS):
                 rows = encode_table(table, vocab, item_cate, counts, list_sep, first)
                 first += table.num_rows
-                out.put((table, rows_batcher(run, rows, batch_size, max_len) if len(rows) else rows))
-            out.put(None)
-        except BaseException as e:  # noqa: BLE001 - handed to the scoring thread, raised there
-            out.put(e)
+                if not hand((table, gathered_rows(run, rows, batch_size, max_len))) or not write_scored(wait=False):
+                    return
+            if hand(None):
+                write_scored(wait=True)
+        except BaseException as e:  # noqa: BLE001 - raised by the scoring thread
+            errors.append(e)
+            hand(e)
 
-    def consume(inp: queue.Queue) -> None:  # write the scored chunks while the next is scored
-        while True:
-            item = inp.get()
-            if item is None:
-                return
-            if isinstance(item, tuple) and not errors:  # after a failed write, only drain
-                try:
-                    writer.write(with_scores(*item))
-                except BaseException as e:  # noqa: BLE001
-                    errors.append(e)
-                    stop.set()
-
-    chunks: queue.Queue = queue.Queue(maxsize=1)
-    scored: queue.Queue = queue.Queue(maxsize=1)
-    errors: list[BaseException] = []
-    reader = threading.Thread(target=produce, args=(chunks,), name="ctrbench-predict-read", daemon=True)
-    writer_thread = threading.Thread(target=consume, args=(scored,), name="ctrbench-predict-write", daemon=True)
-    reader.start()
-    writer_thread.start()
+    io_thread = threading.Thread(target=io_work, name="ctrbench-predict-io", daemon=True)
+    io_thread.start()
     ok = False
     try:
-        while not errors:
-            item = chunks.get()
+        while True:
+            item = ready.get()
             if item is None:
                 break
             if isinstance(item, BaseException):
                 raise item
-            table, rows = item
-            scored.put((table, rows_logits(run, rows, batch_size, max_len)))
+            table, gathered = item
+            scored.put((table, score_gathered(run, *gathered)))
+        done.set()
         scored.put(None)
-        writer_thread.join()
+        io_thread.join()
         if errors:
             raise errors[0]
         writer.close()
         ok = True
     finally:
+        done.set()
         if not ok:
-            stop.set()
-            _drain(chunks)
-            if writer_thread.is_alive():
-                scored.put(None)
-                writer_thread.join(timeout=60)
+            scored.put(None)  # ends the I/O thread's wait for the scored chunks
+            io_thread.join(timeout=60)
             writer.abort()
     secs = time.perf_counter() - t0
     return {**counts.as_dict(), "seconds": round(secs, 3), "rows_per_s": round(counts.rows / max(secs, 1e-9), 1),
             "output": str(output_path), "ids": ids}
-
-
-def _drain(q: queue.Queue) -> None:
-    try:
-        while True:
-            q.get_nowait()
-    except queue.Empty:
-        pass
 
 
 def predict_split(run: ScoringRun, split: str, output_path, batch_size=None, chunk_rows: int = 65536) -> dict:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from ctrbench.data.batches import Batcher
-from ctrbench.data.schema import ProcessedDataset
+from ctrbench.data.schema import Batch, ProcessedDataset
 from ctrbench.metrics import evaluate_logits
 from ctrbench.models.base import CTRModel
 from ctrbench.train.distributed import DistContext
@@ -62,6 +63,38 @@ def default_eval_workers(device: torch.device) -> int:
     return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
 
+def gathered_groups(batcher: Batcher, batches: Iterable[torch.Tensor], reg: Regularizer | None = None) -> Iterator[tuple[torch.Tensor, list[Batch]]]:
+    """Evaluation's input side: ``batches`` (index tensors) in groups of consecutive batches of about
+    ``GATHER_ROWS`` rows, each group gathered at once (``Batcher.gather_each``) and passed through the
+    regularizer's evaluation transform. Yields (the group's sample indices, its batches). Lazy: a
+    group is gathered when it is asked for (``predict`` gathers a chunk's groups in its reader thread)."""
+    group: list[torch.Tensor] = []
+    rows = 0
+    for idx in batches:
+        group.append(idx)
+        rows += len(idx)
+        if rows >= GATHER_ROWS:
+            yield _gathered(batcher, group, reg)
+            group, rows = [], 0
+    if group:
+        yield _gathered(batcher, group, reg)
+
+
+def _gathered(batcher: Batcher, group: list[torch.Tensor], reg: Regularizer | None) -> tuple[torch.Tensor, list[Batch]]:
+    batches = batcher.gather_each(group)
+    if reg is not None:
+        batches = [reg.transform(b, training=False) for b in batches]
+    return torch.cat(group), batches
+
+
+def score_groups(model: CTRModel, groups: Iterable[tuple[torch.Tensor, list[Batch]]], out: torch.Tensor, device: torch.device) -> None:
+    """Evaluation's model side: the logits (float32) of every group's batches written to ``out`` at the
+    group's sample indices, one copy back per group (on a GPU, one wait). The caller sets the model's
+    mode and ``torch.inference_mode``."""
+    for idx, batches in groups:
+        out[idx] = torch.cat([model(b.to_device(device)).logits.float() for b in batches]).cpu()
+
+
 def predict_logits(
     model: CTRModel, batcher: Batcher, device: torch.device, reg: Regularizer | None = None, dist: DistContext | None = None,
     workers: int = 1,
@@ -88,26 +121,9 @@ def predict_logits(
     out = torch.empty(batcher.n, dtype=torch.float32)
     mine = [idx for i, idx in enumerate(batcher.batches()) if i % world == rank]
 
-    def score_group(group: list[torch.Tensor]) -> None:
-        logits = []
-        for batch in batcher.gather_each(group):
-            if reg is not None:
-                batch = reg.transform(batch, training=False)
-            logits.append(model(batch.to_device(device)).logits.float())
-        out[torch.cat(group)] = torch.cat(logits).cpu()  # one copy back per group (on a GPU, one wait)
-
     def score(share: list[torch.Tensor]) -> None:
         with torch.inference_mode():  # thread-local: entered in every worker
-            group: list[torch.Tensor] = []
-            rows = 0
-            for idx in share:  # groups of consecutive batches of about GATHER_ROWS rows
-                group.append(idx)
-                rows += len(idx)
-                if rows >= GATHER_ROWS:
-                    score_group(group)
-                    group, rows = [], 0
-            if group:
-                score_group(group)
+            score_groups(model, gathered_groups(batcher, share, reg), out, device)
 
     workers = default_eval_workers(device) if int(workers) == 0 else max(1, int(workers))
     workers = min(workers, len(mine)) if device.type == "cpu" else 1
