@@ -407,8 +407,26 @@ def _written_target(call: ast.Call) -> ast.AST | None:
         return args[0]
     owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
     if (owner, name) in (("torch", "save"), ("pq", "write_table")) and len(args) >= 2:
-        return args[1]
+        return None if _in_memory(args[1]) else args[1]
     return None
+
+
+def _in_memory(target: ast.AST) -> bool:
+    """A target made on the spot as an in-memory buffer (``pa.BufferOutputStream()``, ``io.BytesIO()``,
+    possibly named with ``:=``): no file is written."""
+    value = target.value if isinstance(target, ast.NamedExpr) else target
+    f = value.func if isinstance(value, ast.Call) else None
+    return (f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else "") in ("BufferOutputStream", "BytesIO")
+
+
+def test_the_writer_guard_tells_files_from_buffers():
+    def target(code: str):
+        return _written_target(ast.parse(code).body[0].value)
+
+    assert target("pq.write_table(t, sink := pa.BufferOutputStream())") is None
+    assert target("torch.save(x, io.BytesIO())") is None
+    assert ast.unparse(target("pq.write_table(t, out_path)")) == "out_path"
+    assert ast.unparse(target("pq.write_table(t, sink := open_file(p))")) == "(sink := open_file(p))"
 
 
 def _append_only(call: ast.Call) -> bool:

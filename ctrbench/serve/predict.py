@@ -619,9 +619,8 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     and abandon it: a third of the writing time for 1M rows, and a larger file (docs/serving.md)."""
     import pyarrow.parquet as pq
 
-    buf = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), buf)
-    leaves = pq.read_metadata(pa.BufferReader(buf.getvalue())).schema
+    pq.write_table(schema.empty_table(), sink := pa.BufferOutputStream())  # in memory: Parquet names the leaves
+    leaves = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
     return [leaves.column(i).path for i in range(len(leaves)) if leaves.column(i).physical_type not in ("FLOAT", "DOUBLE")]
 
 
