@@ -67,7 +67,7 @@ def gathered_groups(batcher: Batcher, batches: Iterable[torch.Tensor], reg: Regu
     """Evaluation's input side: ``batches`` (index tensors) in groups of consecutive batches of about
     ``GATHER_ROWS`` rows, each group gathered at once (``Batcher.gather_each``) and passed through the
     regularizer's evaluation transform. Yields (the group's sample indices, its batches). Lazy: a
-    group is gathered when it is asked for (``predict`` gathers a chunk's groups in its reader thread)."""
+    group is gathered when it is asked for (``predict`` gathers a chunk's groups in its I/O thread)."""
     group: list[torch.Tensor] = []
     rows = 0
     for idx in batches:
