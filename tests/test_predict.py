@@ -294,6 +294,23 @@ def test_processed_ids_from_strings_and_nulls_are_defined(din):
     assert keyed.lookup("item", pa.array([30, 40]))[0].tolist() == [3, 0]
 
 
+def test_processed_int64_ids_are_used_in_place_unless_some_are_out_of_range():
+    v = Vocabulary({"user": 10, "item": 10, "cate": 3})
+    values = pa.array([3, 0, 9, 1], pa.int64())
+    ids, unknown = v.lookup("item", values)
+    assert ids.tolist() == [3, 0, 9, 1] and unknown == 1
+    assert np.shares_memory(ids, values.to_numpy()) and not ids.flags.writeable  # no copy of the Arrow buffer
+    values = pa.array([3, 10, -2, 1, None], pa.int64())
+    ids, unknown = v.lookup("item", values)
+    assert ids.tolist() == [3, 0, 0, 1, 0] and unknown == 3
+    ids, unknown = v.lookup("item", pa.array([3, 12, 1], pa.int32()))  # other integer types: converted
+    assert ids.tolist() == [3, 0, 1] and ids.dtype == np.int64 and unknown == 1
+    # a file whose ids are all read in place scores as before (the Batcher copies the streams)
+    hist = pa.array([[1, 2], [], [9]], pa.list_(pa.int64()))
+    rows = encode_table(pa.table({"user": [1, 2, 3], "item": [4, 5, 6], "hist_item": hist}), v, np.arange(10) % 3, Counts())
+    assert rows.hist_item.tolist() == [1, 2, 9] and rows.hist_cate.tolist() == [1, 2, 0] and rows.lengths.tolist() == [2, 0, 1]
+
+
 def test_missing_columns_and_uneven_categories_are_one_line_errors(din):
     with pytest.raises(DataError, match=r"no columns 'item', 'hist_item': expected columns user, item, hist_item .* found user, foo"):
         encode_table(pa.table({"user": [1], "foo": [2]}), Vocabulary({"user": 9, "item": 9, "cate": 9}), np.zeros(9, dtype=np.int64), Counts())

@@ -84,8 +84,8 @@ class Batcher:
         st = dataset.streams
         self._offsets = torch.from_numpy(np.ascontiguousarray(st.offsets, dtype=np.int64))
         # Flat streams with one trailing 0 so that padded positions can gather a harmless index.
-        self._s_item = torch.from_numpy(np.concatenate([st.item, [0]]).astype(np.int64))
-        self._s_cate = torch.from_numpy(np.concatenate([st.cate, [0]]).astype(np.int64))
+        self._s_item = torch.from_numpy(np.concatenate([st.item, [0]]).astype(np.int64, copy=False))
+        self._s_cate = torch.from_numpy(np.concatenate([st.cate, [0]]).astype(np.int64, copy=False))
         self._pad = st.n_behaviours
         self.user = torch.from_numpy(s.user.astype(np.int64))
         self.item = torch.from_numpy(s.item.astype(np.int64))

@@ -167,7 +167,7 @@ def rows_batcher(run: ScoringRun, rows: Rows, batch_size=None, max_len: int | No
     )
     ds = ProcessedDataset(run.dataset.name, run.dataset.vocab, streams, run.dataset.item_cate, {"rows": samples})
     batcher = eval_batcher(ds, "rows", batch_size, run.model, run.device, int(max_len or run.cut()))
-    batcher.user = torch.from_numpy(np.ascontiguousarray(rows.user, dtype=np.int64))
+    batcher.user = torch.from_numpy(np.array(rows.user, dtype=np.int64))  # a copy: the ids may be a read-only view
     return batcher
 
 
@@ -232,10 +232,7 @@ class Vocabulary:
             return np.zeros(0, dtype=np.int64), 0
         keys = self.keys.get(name)
         if keys is None:
-            ids = _as_ints(values)
-            bad = (ids < 0) | (ids >= self.sizes[name])
-            ids[bad] = 0
-            return ids, int(np.count_nonzero(ids == 0))
+            return _ids_in_range(values, self.sizes[name])
         if name not in self._index:  # the keys as an Arrow array: hashed by Arrow's set lookup, in C++
             self._index[name] = pa.array(keys) if np.issubdtype(keys.dtype, np.integer) else pa.array([str(k) for k in keys], pa.string())
         key_array = self._index[name]
@@ -249,6 +246,20 @@ class Vocabulary:
         pos = pc.index_in(vals, value_set=key_array)  # null where unknown
         ids = pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
         return ids, int(pos.null_count)
+
+
+def _ids_in_range(values: pa.Array, size: int) -> tuple[np.ndarray, int]:
+    """(ids int64, how many are 0) of ``values`` taken as ids already, those outside [0, size) and
+    nulls made 0. An int64 array without nulls whose ids are all in range is used in place (a
+    read-only view of the Arrow buffer, no copy: the histories are the bulk of an input)."""
+    if pa.types.is_int64(values.type) and values.null_count == 0:
+        ids = values.to_numpy(zero_copy_only=True)
+    else:
+        ids = _as_ints(values)
+    if ids.size and (ids.min() < 0 or ids.max() >= size):
+        ids = np.array(ids)  # writable
+        ids[(ids < 0) | (ids >= size)] = 0
+    return ids, ids.size - int(np.count_nonzero(ids))
 
 
 def _as_ints(values: pa.Array, missing: int = 0) -> np.ndarray:
