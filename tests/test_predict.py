@@ -185,6 +185,19 @@ def test_every_format_round_trips_rows_and_scores(din, tmp_path, suffix):
         assert got["hist_item"].tolist() == ["|".join(map(str, h)) for h in df["hist_item"]]
 
 
+def test_parquet_output_leaves_only_the_scores_without_dictionaries(din, tmp_path):
+    df = split_rows(din, "test").head(300).copy()
+    df["label"] = df["label"].astype(np.float32)  # a float column of the input's own
+    out = tmp_path / "out.parquet"
+    predict_file(din, write_rows(df, tmp_path / "rows.parquet"), out, ids="processed", chunk_rows=100)
+    meta = pq.read_metadata(out)
+    assert meta.num_row_groups > 1
+    for g in range(meta.num_row_groups):
+        chunks = {meta.row_group(g).column(i).path_in_schema: meta.row_group(g).column(i) for i in range(meta.num_columns)}
+        assert not chunks["score"].has_dictionary_page and not chunks["logit"].has_dictionary_page
+        assert chunks["label"].has_dictionary_page and chunks["hist_item.list.element"].has_dictionary_page
+
+
 def test_empty_histories_unknown_ids_and_chunking(din, tmp_path):
     """An empty history, unknown (out-of-range) ids and a null history score; unknowns count per
     field; chunks of 2 rows give the one-chunk scores in input order."""
