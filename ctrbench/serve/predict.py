@@ -259,7 +259,8 @@ def _ids_in_range(values: pa.Array, size: int) -> tuple[np.ndarray, int]:
     else:
         ids = _as_ints(values)
     if ids.size and (ids.min() < 0 or ids.max() >= size):
-        ids = np.array(ids)  # writable
+        if not ids.flags.writeable:  # the view of the Arrow buffer; _as_ints' arrays are fresh already
+            ids = ids.copy()
         ids[(ids < 0) | (ids >= size)] = 0
     return ids, ids.size - int(np.count_nonzero(ids))
 
